@@ -1,0 +1,79 @@
+"""Distributed samplers for evaluation passes (metrics spec §7, JiT/SSD spec §4)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data import DistributedSampler
+
+__all__ = ["UnrepeatedDistributedSampler", "global_batch_shards"]
+
+
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that gives each index to exactly one rank, without padding.
+
+    Rank ``r`` of ``W`` receives positions ``r, r + W, r + 2W, ...`` (after an optional seeded shuffle), so the
+    shards are disjoint, cover the dataset exactly once and differ in length by at most one. Use it for evaluation
+    passes whose per-sample results are gathered across ranks: nothing is counted twice. Lightning does not re-wrap
+    a loader whose sampler is already a ``DistributedSampler``.
+
+    Args:
+        dataset: The dataset to shard (only its length is used).
+        num_replicas: World size ``W``; ``None`` reads it from the default process group.
+        rank: This process's rank; ``None`` reads it from the default process group.
+        shuffle: Shuffle (identically on every rank, seeded by ``seed`` and the epoch) before sharding.
+        seed: Shuffle seed.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
+        n = len(dataset)
+        self.total_size = n
+        self.num_samples = len(range(self.rank, n, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator).tolist()
+        else:
+            order = list(range(n))
+        return iter(order[self.rank : n : self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def global_batch_shards(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """Positions of each global batch that fall to ``rank`` (JiT/SSD spec §4, statistics passes).
+
+    Global batch ``k`` covers positions ``[kB, min((k+1)B, n))``; rank ``r`` takes the positions ``p`` with
+    ``(p - kB) mod W == r``. No padding, no duplicates; a shard may be empty (the rank must still join the
+    collective for that batch). Every rank gets the same number of batches, ``ceil(n / B)``.
+
+    Args:
+        num_samples: Length ``n`` of the sequence.
+        batch_size: Global batch size ``B`` (>= 1).
+        rank: This rank ``r`` in ``[0, W)``.
+        world_size: Number of ranks ``W`` (>= 1).
+
+    Returns:
+        One list of positions per global batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world={world_size}")
+    batches = math.ceil(num_samples / batch_size)
+    return [
+        list(range(k * batch_size + rank, min((k + 1) * batch_size, num_samples), world_size)) for k in range(batches)
+    ]
