@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.datamodules.phases import Phase, phase_at
-from lightning_unlearn.datamodules.samplers import UnrepeatedDistributedSampler
+from lightning_unlearn.datamodules.samplers import EpochRandomSampler, UnrepeatedDistributedSampler
 from lightning_unlearn.datamodules.scenarios import (
     PRESETS,
     ClassRemoval,
@@ -212,6 +212,8 @@ class UnlearningDataModule(LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        # A split smaller than the number of processes leaves some ranks an empty evaluation loader.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         if scenario is None:
             scenario = ClassRemoval([0])
         if not isinstance(scenario, Scenario):
@@ -601,16 +603,13 @@ class UnlearningDataModule(LightningDataModule):
     def _epoch(self) -> int:
         return int(self._trainer_attr("current_epoch", 0))
 
-    def _generator(self, name: str) -> torch.Generator:
-        mixed = (self.seed * 1_000_003 + self._epoch() * 7_919 + zlib.crc32(name.encode())) % (2**63 - 1)
-        return torch.Generator().manual_seed(mixed)
-
     def _loader(self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str) -> DataLoader:
+        # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
+        sampler = EpochRandomSampler(dataset, self.seed * 1_000_003 + zlib.crc32(name.encode()), self._epoch())
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=self._generator(name) if shuffle else None,
+            sampler=sampler if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,

@@ -6,9 +6,9 @@ import math
 from collections.abc import Iterator, Sized
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
-__all__ = ["UnrepeatedDistributedSampler", "global_batch_shards"]
+__all__ = ["EpochRandomSampler", "UnrepeatedDistributedSampler", "global_batch_shards"]
 
 
 class UnrepeatedDistributedSampler(DistributedSampler):
@@ -77,3 +77,33 @@ def global_batch_shards(num_samples: int, batch_size: int, rank: int, world_size
     return [
         list(range(k * batch_size + rank, min((k + 1) * batch_size, num_samples), world_size)) for k in range(batches)
     ]
+
+
+class EpochRandomSampler(Sampler[int]):
+    """A random permutation per epoch, seeded by ``(seed, epoch)`` only.
+
+    Lightning calls :meth:`set_epoch` at the start of every training epoch, so the order of epoch ``e`` is the
+    same whether the run started at epoch 0 or resumed from a checkpoint at epoch ``e`` — the property that makes
+    a resumed run match an uninterrupted one.
+
+    Args:
+        data_source: The dataset (only its length is used).
+        seed: Base seed of the permutations.
+        epoch: Initial epoch.
+    """
+
+    def __init__(self, data_source: Sized, seed: int, epoch: int = 0) -> None:
+        self.data_source = data_source
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed((self.seed + 1_000_003 * self.epoch) % (2**63 - 1))
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return len(self.data_source)

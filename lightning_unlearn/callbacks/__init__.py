@@ -1,0 +1,16 @@
+"""Lightning callbacks that own the forgetting metrics and membership-inference attacks."""
+
+from lightning_unlearn.callbacks.base import SplitMetricsCallback
+from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
+from lightning_unlearn.callbacks.membership import MembershipInference
+from lightning_unlearn.callbacks.stage_progress import StageProgressBar
+from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
+
+__all__ = [
+    "ForgettingMetrics",
+    "MembershipInference",
+    "SplitMetricsCallback",
+    "StageProgressBar",
+    "collect_metrics",
+    "metrics_table",
+]

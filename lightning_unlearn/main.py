@@ -1,0 +1,115 @@
+"""Command line: ``lightning-unlearn fit|validate|test --config ...`` (LightningCLI, subclass mode).
+
+Any method, datamodule or callback is chosen by ``class_path``; config fragments (method, data, trainer) compose
+with repeated ``--config``. TensorBoard is the default logger and a rich progress bar the default progress bar.
+At the end of ``fit`` a table summarises the metrics before and after unlearning, the unlearned classifier is
+exported as ``<log_dir>/classifier.pt`` (a raw state dict that ``load_classifier`` reads) and the split indices
+are in ``<log_dir>/splits.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from rich.console import Console
+
+from lightning_unlearn.callbacks.stage_progress import StageProgressBar
+
+DEFAULT_LOG_DIR = "runs"
+
+
+class UnlearnCLI(LightningCLI):
+    """LightningCLI with the library's defaults (logger, progress bar, checkpoints, safe loading, summary)."""
+
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        defaults: dict[str, Any] = {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "unlearn"},
+            },
+        }
+        defaults.update(kwargs.pop("trainer_defaults", {}))
+        super().__init__(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            trainer_defaults=defaults,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, {}):
+            # Checkpoints are loaded as plain tensors and primitives only: no code runs on load.
+            parser.set_defaults({"weights_only": True})
+        return parser
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        callbacks = list(callbacks)
+        configured = list(config.get("callbacks") or []) + callbacks
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            callbacks.append(StageProgressBar())
+        if config.get("enable_checkpointing", True) is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in configured
+        ):
+            callbacks.append(ModelCheckpoint(save_last=True))
+        return super()._instantiate_trainer(config, callbacks)
+
+    def after_fit(self) -> None:
+        """Export the unlearned classifier and print the before/after summary (rank 0)."""
+        trainer = self.trainer
+        log_dir = trainer.log_dir
+        if trainer.is_global_zero and log_dir is not None:
+            _export_if_classifier(self.model, os.path.join(log_dir, "classifier.pt"))
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            _print_summary(trainer, log_dir)
+
+
+def _export_if_classifier(module: LightningModule, path: str) -> None:
+    from lightning_unlearn.models import export_classifier
+
+    model = getattr(module, "model", None)
+    if model is not None:
+        export_classifier(model, path)
+
+
+def _print_summary(trainer: Trainer, log_dir: str | None) -> None:
+    from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
+
+    initial, final = collect_metrics(trainer.callbacks)  # type: ignore[attr-defined]
+    console = Console()
+    if initial or final:
+        console.print(metrics_table(initial, final))
+    if log_dir is not None:
+        console.print(f"Logs, splits.json, checkpoints and classifier.pt: [bold]{log_dir}[/bold]")
+        console.print(f"Watch it in TensorBoard: [bold]tensorboard --logdir {os.path.dirname(log_dir)}[/bold]")
+
+
+def main(args: Any = None, run: bool = True) -> UnlearnCLI:
+    """Entry point of ``lightning-unlearn`` and ``python -m lightning_unlearn``.
+
+    Args:
+        args: Arguments (list of strings or dict); ``None`` reads ``sys.argv``.
+        run: Run the subcommand (``True``) or only instantiate the classes.
+
+    Returns:
+        The CLI object (``cli.trainer``, ``cli.model``, ``cli.datamodule``).
+    """
+    return UnlearnCLI(args=args, run=run)
+
+
+if __name__ == "__main__":
+    main()

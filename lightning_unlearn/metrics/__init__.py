@@ -1,0 +1,30 @@
+"""Forgetting metrics and membership-inference attacks as distributed-correct torchmetrics metrics."""
+
+from lightning_unlearn.metrics.accuracy import SplitAccuracy
+from lightning_unlearn.metrics.functional import entropy, per_sample_loss, softmax64, true_class_confidence
+from lightning_unlearn.metrics.membership import (
+    ATTACKS,
+    AttackData,
+    EntropyMIA,
+    MembershipAttack,
+    SplitArrays,
+    available_attacks,
+    build_attack,
+    register_attack,
+)
+
+__all__ = [
+    "ATTACKS",
+    "AttackData",
+    "EntropyMIA",
+    "MembershipAttack",
+    "SplitAccuracy",
+    "SplitArrays",
+    "available_attacks",
+    "build_attack",
+    "entropy",
+    "per_sample_loss",
+    "register_attack",
+    "softmax64",
+    "true_class_confidence",
+]

@@ -1,0 +1,187 @@
+"""The command line on every shipped config, completeness of the configs, and the checkpoint round trip."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from data_factories import cyclic_targets, write_cifar10, write_cifar100, write_fashion_mnist, write_mnist, write_svhn
+
+import lightning_unlearn.methods as methods
+from lightning_unlearn.main import main
+from lightning_unlearn.models import load_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "trainer" not in p.relative_to(ROOT).parts[1:2])
+BASES = {
+    "UnlearningMethod",
+    "GradientUnlearningMethod",
+    "MultiStageUnlearningMethod",
+    "OnePassUnlearningMethod",
+}
+
+
+def _import(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _write_tiny_dataset(cls, root: Path) -> None:
+    n_train, n_test = 200, 60
+    name = cls.__name__
+    if name in ("MNISTDataModule", "FashionMNISTDataModule"):
+        writer = write_mnist if name == "MNISTDataModule" else write_fashion_mnist
+        writer(root, cyclic_targets(n_train), cyclic_targets(n_test))
+    elif name == "CIFAR10DataModule":
+        write_cifar10(root, cyclic_targets(n_train), cyclic_targets(n_test))
+    elif name in ("CIFAR100DataModule", "CIFAR20DataModule"):
+        write_cifar100(root, cyclic_targets(500, 100), cyclic_targets(200, 100))
+    elif name == "SVHNDataModule":
+        write_svhn(root, cyclic_targets(n_train), cyclic_targets(n_test))
+
+
+def tiny_config(config: Path, tmp_path: Path) -> Path:
+    """The shipped config with a tiny classifier, tiny on-disk data, few batches and logs in ``tmp_path``."""
+    cfg = yaml.safe_load(config.read_text())
+    data = cfg["data"]
+    data_cls = _import(data["class_path"])
+    init = data.setdefault("init_args", {}) or {}
+    data["init_args"] = init
+    if "root" in inspect.signature(data_cls.__init__).parameters or "root" in init:
+        root = tmp_path / "data"
+        _write_tiny_dataset(data_cls, root)
+        init["root"] = str(root)
+        init["download"] = False
+    probe = data_cls(**({"root": init["root"]} if "root" in init else {}))
+    cfg["model"]["init_args"]["model"] = {
+        "class_path": "lightning_unlearn.models.load_classifier",
+        "init_args": {"arch": "tiny_cnn", "num_classes": probe.num_classes, "in_channels": probe.input_shape[0]},
+    }
+    trainer = cfg.setdefault("trainer", {})
+    trainer.update(
+        {
+            "accelerator": "cpu",
+            "devices": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 2,
+            "default_root_dir": str(tmp_path),
+            "enable_model_summary": False,
+        }
+    )
+    trainer["logger"] = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(tmp_path / "runs"), "name": "test"},
+    }
+    out = tmp_path / config.name
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_shipped_config_runs_through_the_cli(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))
+    cli = main(["fit", "--config", str(tiny_config(config, tmp_path))])
+    log_dir = Path(cli.trainer.log_dir)
+    assert (log_dir / "config.yaml").exists()
+    assert (log_dir / "classifier.pt").exists()
+    assert list(log_dir.glob("events.out.tfevents.*"))
+    assert cli.trainer.current_epoch == cli.trainer.max_epochs
+    if cli.datamodule.mode == "unlearn":
+        assert (log_dir / "splits.json").exists()
+
+
+def test_every_unlearning_method_has_a_config():
+    exported = {
+        name
+        for name in methods.__all__
+        if inspect.isclass(getattr(methods, name))
+        and issubclass(getattr(methods, name), methods.UnlearningMethod)
+        and name not in BASES
+    }
+    used = set()
+    for config in CONFIGS:
+        used.update(re.findall(r"class_path:\s*lightning_unlearn\.methods\.(\w+)", config.read_text()))
+    missing = exported - used
+    assert not missing, f"methods without a config in configs/: {sorted(missing)}"
+
+
+def test_fitted_method_reloads_through_load_classifier(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    cli = main(["fit", "--config", str(config), "--trainer.max_epochs", "2"])
+    log_dir = Path(cli.trainer.log_dir)
+    x = torch.rand(8, 1, 28, 28)
+    original = cli.model.model.eval()
+    with torch.no_grad():
+        expected = original(x)
+    for path in (log_dir / "classifier.pt", log_dir / "checkpoints" / "last.ckpt"):
+        reloaded = load_classifier("tiny_cnn", 10, str(path), in_channels=1).eval()
+        with torch.no_grad():
+            assert torch.equal(reloaded(x), expected), path
+
+
+def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    first = main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = main(["fit", "--config", str(config), "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == 4
+
+
+def test_config_fragments_compose(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    fragment = tmp_path / "fragment.yaml"
+    fragment.write_text("model:\n  init_args:\n    lr: 0.005\ntrainer:\n  max_epochs: 1\n")
+    trainer_fragment = str(ROOT / "configs/trainer/cpu.yaml")
+    cli = main(["--config", str(config), "--config", str(fragment), "--config", trainer_fragment], run=False)
+    assert cli.model.hparams["lr"] == 0.005
+    assert cli.trainer.max_epochs == 1
+    assert type(cli.model).__name__ == "RandomLabel"
+
+
+def test_unknown_method_is_reported(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--model", "lightning_unlearn.methods.NoSuchMethod"])
+    assert "NoSuchMethod" in capsys.readouterr().err
+
+
+def test_bad_hyperparameter_is_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    with pytest.raises((ValueError, SystemExit)):
+        main(["--config", str(config), "--model.init_args.lr", "-1"], run=False)
+
+
+def test_readme_commands_match_the_project():
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install .\n" in readme
+    fit = re.search(r"^lightning-unlearn fit --config (\S+)$", readme, re.MULTILINE)
+    assert fit is not None and (ROOT / fit.group(1)).exists()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = re.search(r"^(python -m pytest.*)$", readme, re.MULTILINE)
+    assert test_command is not None and test_command.group(1) in ci
+
+
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_unlearn", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "fit" in result.stdout
+
+
+_ = np  # numpy is used by the data factories
