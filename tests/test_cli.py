@@ -33,7 +33,7 @@ def _import(path: str):
 
 
 def _write_tiny_dataset(cls, root: Path) -> None:
-    n_train, n_test = 200, 60
+    n_train, n_test = 1200, 60
     name = cls.__name__
     if name in ("MNISTDataModule", "FashionMNISTDataModule"):
         writer = write_mnist if name == "MNISTDataModule" else write_fashion_mnist
@@ -58,6 +58,8 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
         _write_tiny_dataset(data_cls, root)
         init["root"] = str(root)
         init["download"] = False
+    if "num_workers" in init:
+        init["num_workers"] = 0
     probe = data_cls(**({"root": init["root"]} if "root" in init else {}))
     cfg["model"]["init_args"]["model"] = {
         "class_path": "lightning_unlearn.models.load_classifier",
@@ -125,6 +127,16 @@ def test_fitted_method_reloads_through_load_classifier(tmp_path, monkeypatch):
         reloaded = load_classifier("tiny_cnn", 10, str(path), in_channels=1).eval()
         with torch.no_grad():
             assert torch.equal(reloaded(x), expected), path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected_tags = {"acc/forget", "acc/retain", "acc/test", "acc/test_forget", "acc/test_retain"}
+    assert expected_tags | {"mia/entropy_forget_member_rate"} <= tags
+    # Logged before unlearning (step 0) and after each epoch.
+    assert len(events.Scalars("acc/forget")) == 3
 
 
 def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):

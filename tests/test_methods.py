@@ -319,3 +319,21 @@ def test_lightning_checkpoint_loads_weights_only_and_round_trips(tmp_path):
     x = torch.rand(5, 1, 4, 4)
     method.model.eval()
     assert torch.equal(reloaded.eval()(x), method.model(x))
+
+
+def test_label_free_method_receives_inputs_only(tmp_path):
+    received: list[object] = []
+
+    class LabelFree(GradientAscent):
+        needs_labels = False
+        train_splits = ("forget", "retain")
+
+        def train_plan(self, max_epochs):
+            return super(GradientAscent, self).train_plan(max_epochs)
+
+        def training_step(self, batch, batch_idx):
+            received.extend(batch.values())
+            return self(batch["forget"]).sum() * 0.0
+
+    make_trainer(tmp_path).fit(LabelFree(tiny_model()), datamodule=ToyDataModule(scenario=ClassRemoval(classes=[0])))
+    assert received and all(isinstance(b, torch.Tensor) for b in received)
