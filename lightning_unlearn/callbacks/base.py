@@ -189,12 +189,9 @@ class SplitMetricsCallback(Callback):
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute, log and keep the values as :attr:`final_metrics`."""
-        if not self._active:
-            return
-        self._active = False
-        values = self._finish()
-        self._log(pl_module, values)
-        self.final_metrics = values
+        values = self._end_epoch(pl_module)
+        if values is not None:
+            self.final_metrics = values
 
     # ------------------------------------------------------------------ test
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -202,27 +199,21 @@ class SplitMetricsCallback(Callback):
         self._active = True
         self._begin(pl_module, self._stage_split_names(trainer, trainer.test_dataloaders))
 
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Update the metrics of the batch's split."""
-        if self._active:
-            self._feed(self._name_of(dataloader_idx), outputs, batch)
+    on_test_batch_end = on_validation_batch_end
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute, log and keep the values as :attr:`test_metrics`."""
+        values = self._end_epoch(pl_module)
+        if values is not None:
+            self.test_metrics = values
+
+    def _end_epoch(self, pl_module: LightningModule) -> dict[str, float] | None:
         if not self._active:
-            return
+            return None
         self._active = False
         values = self._finish()
         self._log(pl_module, values)
-        self.test_metrics = values
+        return values
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:

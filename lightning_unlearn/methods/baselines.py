@@ -33,6 +33,16 @@ class _SGDDefaults(GradientUnlearningMethod):
             nesterov=h["nesterov"] and h["momentum"] > 0,
         )
 
+    def _retain_term(self, batch: dict[str, Any], prefix: str) -> Tensor | float:
+        """``retain_weight * CE(retain batch)``, logged as ``<prefix>/retain_loss``; 0 without a retain term."""
+        weight = self.hparams["retain_weight"]
+        if weight <= 0:
+            return 0.0
+        x, y, _ = self.labelled_batch(batch["retain"])
+        retain_loss = F.cross_entropy(self(x), y)
+        self.log(f"{prefix}/retain_loss", retain_loss, on_step=True, on_epoch=True, batch_size=len(x))
+        return weight * retain_loss
+
     @staticmethod
     def _check_sgd(lr: float, momentum: float, weight_decay: float) -> None:
         check_positive("lr", lr)
@@ -143,11 +153,7 @@ class GradientAscent(_SGDDefaults):
         ascend = h["forget_loss_ceiling"] is None or forget_loss.detach() < h["forget_loss_ceiling"]
         loss = -h["forget_weight"] * forget_loss if ascend else forget_loss * 0.0
         self.log("gradient_ascent/forget_loss", forget_loss, on_step=True, on_epoch=True, batch_size=len(x_f))
-        if h["retain_weight"] > 0:
-            x_r, y_r, _ = self.labelled_batch(batch["retain"])
-            retain_loss = F.cross_entropy(self(x_r), y_r)
-            loss = loss + h["retain_weight"] * retain_loss
-            self.log("gradient_ascent/retain_loss", retain_loss, on_step=True, on_epoch=True, batch_size=len(x_r))
+        loss = loss + self._retain_term(batch, "gradient_ascent")
         self.log("gradient_ascent/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x_f))
         return loss
 
@@ -243,10 +249,6 @@ class RandomLabel(_SGDDefaults):
         forget_loss = F.cross_entropy(self(x_f), self.random_labels(y_f, idx))
         loss = h["forget_weight"] * forget_loss
         self.log("random_label/forget_loss", forget_loss, on_step=True, on_epoch=True, batch_size=len(x_f))
-        if h["retain_weight"] > 0:
-            x_r, y_r, _ = self.labelled_batch(batch["retain"])
-            retain_loss = F.cross_entropy(self(x_r), y_r)
-            loss = loss + h["retain_weight"] * retain_loss
-            self.log("random_label/retain_loss", retain_loss, on_step=True, on_epoch=True, batch_size=len(x_r))
+        loss = loss + self._retain_term(batch, "random_label")
         self.log("random_label/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x_f))
         return loss
