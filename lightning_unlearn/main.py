@@ -17,7 +17,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rich.console import Console
 
-from lightning_unlearn.callbacks.stage_progress import StageProgressBar
+from lightning_unlearn.callbacks import ForgettingMetrics, SplitMetricsCallback, StageProgressBar
+from lightning_unlearn.datamodules import UnlearningDataModule
 
 DEFAULT_LOG_DIR = "runs"
 
@@ -61,6 +62,10 @@ class UnlearnCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in configured
         ):
             callbacks.append(StageProgressBar())
+        if isinstance(self.datamodule, UnlearningDataModule) and not any(
+            isinstance(c, SplitMetricsCallback) for c in configured
+        ):
+            callbacks.append(ForgettingMetrics())
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in configured
         ):

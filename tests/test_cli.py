@@ -148,6 +148,10 @@ def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):
     assert resumed.trainer.current_epoch == 2
     assert resumed.trainer.global_step == 4
 
+    tested = main(["test", "--config", str(config), "--ckpt_path", str(last)])
+    metrics = tested.trainer.callback_metrics
+    assert {"acc/forget", "acc/retain", "acc/test"} <= set(metrics)
+
 
 def test_config_fragments_compose(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -159,6 +163,20 @@ def test_config_fragments_compose(tmp_path, monkeypatch):
     assert cli.model.hparams["lr"] == 0.005
     assert cli.trainer.max_epochs == 1
     assert type(cli.model).__name__ == "RandomLabel"
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert names.count("ForgettingMetrics") == 1 and "StageProgressBar" in names
+
+
+def test_default_callbacks_when_none_configured(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["trainer"]["callbacks"]
+    config.write_text(yaml.safe_dump(cfg))
+    cli = main(["--config", str(config)], run=False)
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "ForgettingMetrics" in names and "StageProgressBar" in names
+    assert any(type(c).__name__ == "ModelCheckpoint" and c.save_last for c in cli.trainer.callbacks)
 
 
 def test_unknown_method_is_reported(tmp_path, monkeypatch, capsys):
