@@ -66,6 +66,9 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
         "init_args": {"arch": "tiny_cnn", "num_classes": probe.num_classes, "in_channels": probe.input_shape[0]},
     }
     trainer = cfg.setdefault("trainer", {})
+    if "reload_dataloaders_every_n_epochs" not in trainer:
+        # Single-phase methods and pretraining: two epochs exercise the loop (multi-stage plans keep theirs).
+        trainer["max_epochs"] = min(int(trainer.get("max_epochs", 2)), 2)
     trainer.update(
         {
             "accelerator": "cpu",

@@ -176,3 +176,52 @@ def test_switches_override_the_preset_and_mean_reduction():
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         JiT(tiny_model(), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------- DDP (spec §4)
+class _Recording(JiT):
+    """Records the training index (pixel (0, 0, 0) of the toy images) of every forget sample it steps on."""
+
+    def lipschitz_loss(self, x, denominator=None):
+        self.seen = getattr(self, "seen", []) + [(x[:, 0, 0, 0] * 255).round().long().tolist()]
+        return super().lipschitz_loss(x, denominator)
+
+
+def _ddp_run(devices: int, out: str) -> None:
+    data = ToyDataModule(scenario=RandomRemoval(count=37), batch_size=8)
+    method = _Recording(tiny_model(), sigma=0.5, n_perturbations=2)
+    trainer = make_trainer(out + ".d", devices=devices, strategy="ddp" if devices > 1 else "auto")
+    trainer.fit(method, datamodule=data)
+    forget = sorted(int(data.split_dataset("forget")[i][0][0, 0, 0] * 255 + 0.5) for i in range(37))
+    torch.save({"seen": method.seen, "steps": trainer.global_step, "forget": forget}, f"{out}.{trainer.global_rank}")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_step_once_per_global_batch_on_every_sample_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = str(tmp_path / "r")
+    command = [sys.executable, __file__, "--devices", "2", "--out", out]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == math.ceil(37 / 8)
+    seen = [i for r in ranks for batch in r["seen"] for i in batch]
+    assert sorted(seen) == ranks[0]["forget"]  # every forget sample exactly once, no padding
+    for k in range(math.ceil(37 / 8)):  # global batch k = unshuffled positions [8k, 8k + 8)
+        assert len(ranks[0]["seen"][k]) + len(ranks[1]["seen"][k]) == min(8, 37 - 8 * k)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    _ddp_run(args.devices, args.out)

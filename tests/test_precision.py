@@ -431,9 +431,7 @@ def test_interrupted_run_resumes_in_the_right_stage(tmp_path, cls):
     first = recording(cls)(tiny(), seed=0, **kwargs)
     first.recorder = Recorder()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-    trainer(tmp_path / "a", 3, [StopAfterFirstEpoch(), ckpt], enable_checkpointing=True).fit(
-        first, datamodule=toy()
-    )
+    trainer(tmp_path / "a", 3, [StopAfterFirstEpoch(), ckpt], enable_checkpointing=True).fit(first, datamodule=toy())
     assert {r["stage"] for r in first.recorder.rows} == ({"poison"} if cls is Hybrid else {"overfit_forget"})
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.exists()

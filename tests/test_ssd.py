@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer
 from torch import nn
 
 from lightning_unlearn.datamodules import ClassRemoval, RandomRemoval
-from lightning_unlearn.methods.ssd import LFSSD, SSD, dampen_, global_batch_mask, per_rank_batch_size
+from lightning_unlearn.methods.ssd import LFSSD, SSD, GlobalBatches, dampen_, per_rank_batch_size
 from lightning_unlearn.models import load_classifier
 
 THETA = [1.0, 2.0, -3.0, 4.0, 5.0, 6.0]
@@ -195,9 +195,18 @@ def test_global_batch_helpers():
     assert per_rank_batch_size(64, 1) == 64 and per_rank_batch_size(64, 2) == 32
     with pytest.raises(ValueError, match="multiple"):
         per_rank_batch_size(63, 2)
-    mask = global_batch_mask(torch.tensor([192, 194, 0]), 3, 64, 2)
-    assert mask is not None and mask.tolist() == [True, True, False]
-    assert global_batch_mask(torch.tensor([1]), 0, 64, 1) is None
+    data = ToyDataModule(scenario=RandomRemoval(count=21))
+    data.setup("fit")
+    shards = [GlobalBatches(data, "forget", True, 8, r, 2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 3
+    first = shards[1].batch(0, torch.device("cpu"))
+    x_all, y_all = zip(*[data.split_dataset("forget")[i] for i in range(21)], strict=True)
+    torch.testing.assert_close(first[0], torch.stack(x_all[1:8:2]))
+    assert first[1].tolist() == [int(y) for y in y_all[1:8:2]]
+    last = shards[1].batch(2, torch.device("cpu"))  # positions 16..20: rank 1 gets 17 and 19
+    assert len(last[0]) == 2 and shards[0].batch(3, torch.device("cpu")) is None
+    lone = GlobalBatches(data, "forget", False, 20, 1, 2).batch(1, torch.device("cpu"))  # position 20 only: rank 0
+    assert lone.shape == (0, 1, 4, 4)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lightning_unlearn.datamodules.phases import Phase, phase_at
 from lightning_unlearn.datamodules.samplers import EpochRandomSampler, UnrepeatedDistributedSampler
@@ -605,11 +605,24 @@ class UnlearningDataModule(LightningDataModule):
 
     def _loader(self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str) -> DataLoader:
         # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
-        sampler = EpochRandomSampler(dataset, self.seed * 1_000_003 + zlib.crc32(name.encode()), self._epoch())
+        seed = self.seed * 1_000_003 + zlib.crc32(name.encode())
+        world_size = int(self._trainer_attr("world_size", 1))
+        sampler: Sampler[int] | None = None
+        if world_size > 1:
+            # Our own distributed sampler (Lightning does not re-wrap it): it honours the phase's ``shuffle``
+            # (Lightning's injected one always shuffles) and gives every rank the same number of batches.
+            rank = int(self._trainer_attr("global_rank", 0))
+            distributed: DistributedSampler[int] = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+            )
+            distributed.set_epoch(self._epoch())
+            sampler = distributed
+        elif shuffle:
+            sampler = EpochRandomSampler(dataset, seed, self._epoch())
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=sampler if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,

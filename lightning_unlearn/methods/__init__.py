@@ -11,8 +11,28 @@ from lightning_unlearn.methods.base import (
 )
 from lightning_unlearn.methods.baselines import Finetune, GradientAscent, RandomLabel
 from lightning_unlearn.methods.classifier import Classifier, RetrainOracle
+from lightning_unlearn.methods.jit import JiT
+from lightning_unlearn.methods.precision import (
+    ActivationReset,
+    Hybrid,
+    Poison,
+    PoisonFull,
+    Pruning,
+    PruningComplex,
+    PruningLast,
+)
+from lightning_unlearn.methods.ssd import LFSSD, SSD
 
 __all__ = [
+    "ActivationReset",
+    "Hybrid",
+    "JiT",
+    "LFSSD",
+    "Poison",
+    "PoisonFull",
+    "Pruning",
+    "PruningComplex",
+    "PruningLast",
     "Classifier",
     "Finetune",
     "GradientAscent",
@@ -23,6 +43,7 @@ __all__ = [
     "OptimizerCallable",
     "RandomLabel",
     "RetrainOracle",
+    "SSD",
     "Stage",
     "UnlearningMethod",
 ]

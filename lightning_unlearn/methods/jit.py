@@ -16,7 +16,7 @@ from torch.optim import Optimizer
 
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.methods.base import GradientUnlearningMethod, OptimizerCallable, check_choice, check_positive
-from lightning_unlearn.methods.ssd import global_batch_mask, per_rank_batch_size
+from lightning_unlearn.methods.ssd import GlobalBatches, per_rank_batch_size
 from lightning_unlearn.models.normalize import normalization_stats
 
 __all__ = ["JiT"]
@@ -138,6 +138,7 @@ class JiT(GradientUnlearningMethod):
         self.noise_rng: str = noise_rng
         self.reduction: str = reduction
         self._generator: torch.Generator | None = None
+        self._global: GlobalBatches | None = None
         self._global_batch_size = 1
         self._steps = 0
         self._start: float | None = None
@@ -155,7 +156,7 @@ class JiT(GradientUnlearningMethod):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self._global_batch_size = int(getattr(datamodule, "batch_size", 128))
         batch = per_rank_batch_size(self._global_batch_size, self._world_size())
-        return [Phase(epochs=1, splits=("forget",), shuffle=False, labelled=False, batch_size=batch, with_index=True)]
+        return [Phase(epochs=1, splits=("forget",), shuffle=False, labelled=False, batch_size=batch)]
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
@@ -166,21 +167,28 @@ class JiT(GradientUnlearningMethod):
         seed = int(self.hparams["seed"])
         self._generator = torch.Generator().manual_seed(seed * 1_000_003 + self.global_rank)
         self._steps = 0
+        self._global = None
+        if world > 1:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "split_dataset"):
+                raise RuntimeError("JiT under DDP needs an UnlearningDataModule")
+            self._global = GlobalBatches(datamodule, "forget", False, self._global_batch_size, self.global_rank, world)
         self._sync()
         self._start = time.perf_counter()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Lipschitz loss of one forget batch (times ``W`` under DDP, so averaging gives the global sum)."""
-        element = batch["forget"]
-        if isinstance(element, Tensor):
-            x, index = element, None
-        else:
-            x, index = element[0], element[-1] if len(element) > 1 else None
-        keep = global_batch_mask(index, batch_idx, self._global_batch_size, self._world_size())
-        if keep is not None:
-            x = x[keep]
+        # Under DDP Lightning shuffles and pads the loader: read this rank's shard of global batch k instead.
+        element = self._global.batch(batch_idx, self.device) if self._global is not None else batch["forget"]
+        if element is None:
+            element = batch["forget"][:0] if isinstance(batch["forget"], Tensor) else batch["forget"][0][:0]
+        x = element if isinstance(element, Tensor) else element[0]
         self.model.train(self.model_mode == "train")
-        loss, stats = self.lipschitz_loss(x)
+        denominator = None
+        if self._global is not None and self.reduction == "mean":  # the mean over the *global* batch
+            total = len(self._global.dataset)
+            denominator = min(self._global_batch_size, total - batch_idx * self._global_batch_size)
+        loss, stats = self.lipschitz_loss(x, denominator)
         n = max(len(x), 1)
         self.log("jit/lipschitz_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         for key, value in stats.items():
@@ -218,11 +226,12 @@ class JiT(GradientUnlearningMethod):
             noise = torch.randn(shape, generator=self._generator)
         return noise.to(device=like.device, dtype=like.dtype)
 
-    def lipschitz_loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def lipschitz_loss(self, x: Tensor, denominator: int | None = None) -> tuple[Tensor, dict[str, float]]:
         """The batch loss ``sum_i (1/N) sum_n ||f(x_i) - sg[f(x'_in)]|| / ||z_i - z'_in||`` and its statistics.
 
         ``x`` holds pixels; perturbation and clipping act on ``z = (x - mean) / std`` and the model sees
-        ``mean + std * z'``.
+        ``mean + std * z'``. With ``reduction="mean"`` the sum is divided by ``denominator`` (default: the batch
+        size; under DDP the global batch size).
         """
         stats = normalization_stats(self.model)
         if stats is not None:
@@ -257,7 +266,9 @@ class JiT(GradientUnlearningMethod):
             in_sum += float(den.detach().sum())
             out_sum += float(num.detach().sum())
         per_sample = total / self.n_perturbations
-        loss = per_sample.sum() if self.reduction == "sum" else per_sample.mean()
+        loss = per_sample.sum()
+        if self.reduction == "mean":
+            loss = loss / (denominator if denominator is not None else len(x))
         count = len(x) * self.n_perturbations
         return loss, {
             "ratio_mean": float(per_sample.detach().mean()),

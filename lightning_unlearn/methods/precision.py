@@ -55,6 +55,7 @@ __all__ = [
     "Hybrid",
     "Poison",
     "PoisonFull",
+    "PrecisionStage",
     "Pruning",
     "PruningComplex",
     "PruningLast",
@@ -314,6 +315,7 @@ class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
 
     def on_fit_start(self) -> None:
         """Draw the random labels once (kept when restored from a checkpoint)."""
+        super().on_fit_start()
         self._ensure_labels()
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
@@ -327,8 +329,13 @@ class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
         self.log(f"train/{name}/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log(f"train/{name}/acc", _accuracy(logits.detach(), y), on_step=False, on_epoch=True, batch_size=n)
         if kept is not None and kept.numel():
-            self.log("poison/true_label_kept_fraction", kept.float().mean(), on_step=False, on_epoch=True,
-                     batch_size=int(kept.numel()))
+            self.log(
+                "poison/true_label_kept_fraction",
+                kept.float().mean(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=int(kept.numel()),
+            )
         if batch_idx == 0:
             optimizer: Any = self.optimizers()
             lr = float(optimizer.param_groups[0]["lr"])
@@ -557,11 +564,18 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
         if spec.data == "poisoned_forget":
             return Phase(epochs, splits=("forget",), labelled=True, with_index=True, shuffle=spec.shuffle)
         if spec.data == "retain_sample":
-            return Phase(epochs, splits=("retain_sample",), labelled=True, shuffle=spec.shuffle,
-                         sample_size=self.sample_size())
+            return Phase(
+                epochs, splits=("retain_sample",), labelled=True, shuffle=spec.shuffle, sample_size=self.sample_size()
+            )
         if spec.data == "stats":
-            return Phase(epochs, splits=("forget", "retain_sample"), mode="max_size", labelled=False,
-                         shuffle=False, sample_size=self.sample_size())
+            return Phase(
+                epochs,
+                splits=("forget", "retain_sample"),
+                mode="max_size",
+                labelled=False,
+                shuffle=False,
+                sample_size=self.sample_size(),
+            )
         raise ValueError(f"unknown stage data {spec.data!r}")
 
     def stages(self) -> list[Stage]:
@@ -609,8 +623,9 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
         target = self._target(spec)
         params = list(target.parameters()) if target is not None else []
         h = self.hparams
-        return stage_sgd(params, spec.lr, h["momentum"], h["weight_decay"], h["nesterov"],
-                         self._stage_optimizers.get(spec.name))
+        return stage_sgd(
+            params, spec.lr, h["momentum"], h["weight_decay"], h["nesterov"], self._stage_optimizers.get(spec.name)
+        )
 
     # ---------------------------------------------------------------- steps
     def stage_step(self, stage: Stage, batch: Any, batch_idx: int, optimizer: Any) -> Tensor | None:
@@ -629,19 +644,26 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
             if index is None:
                 raise RuntimeError("poisoned stages need forget batches with sample indices")
             target = self.poisoned_labels(index, y)
-            self.log("poison/true_label_kept_fraction", (target == y).float().mean(), on_step=False,
-                     on_epoch=True, batch_size=len(y))
+            self.log(
+                "poison/true_label_kept_fraction",
+                (target == y).float().mean(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(y),
+            )
         logits = network(x)
         loss = F.cross_entropy(logits, target)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
         n = len(y)
-        self.log(f"train/{spec.name}/acc", _accuracy(logits.detach(), target), on_step=False, on_epoch=True,
-                 batch_size=n)
+        self.log(
+            f"train/{spec.name}/acc", _accuracy(logits.detach(), target), on_step=False, on_epoch=True, batch_size=n
+        )
         if batch_idx == 0:
-            self.log(f"lr/{spec.name}", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True,
-                     batch_size=1)
+            self.log(
+                f"lr/{spec.name}", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True, batch_size=1
+            )
         return loss
 
     def statistics_step(self, spec: PrecisionStage, batch: Any, batch_idx: int) -> None:
@@ -735,8 +757,9 @@ class Hybrid(_PrecisionMultiStage):
         _check_common(preset, momentum, weight_decay, forget_lr=forget_lr, retain_lr=retain_lr)
         _check_epochs("forget_epochs", forget_epochs)
         _check_epochs("retain_epochs", retain_epochs)
-        super().__init__(model, _stage_optimizers(poison_optimizer=poison_optimizer,
-                                                  recover_optimizer=recover_optimizer))
+        super().__init__(
+            model, _stage_optimizers(poison_optimizer=poison_optimizer, recover_optimizer=recover_optimizer)
+        )
         self.shuffle_retain = bool(_resolve(shuffle_retain, preset, True, False))
 
     def precision_stages(self) -> list[PrecisionStage]:
@@ -744,8 +767,9 @@ class Hybrid(_PrecisionMultiStage):
         h = self.hparams
         return [
             PrecisionStage("poison", h["forget_epochs"], "poisoned_forget", "model", h["forget_lr"]),
-            PrecisionStage("recover", h["retain_epochs"], "retain", "model", h["retain_lr"],
-                           shuffle=self.shuffle_retain),
+            PrecisionStage(
+                "recover", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
+            ),
         ]
 
 
@@ -792,8 +816,9 @@ class _PruningBase(_PrecisionMultiStage):
         h = self.hparams
         return [
             PrecisionStage("overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"]),
-            PrecisionStage("finetune", h["retain_epochs"], "retain", "model", h["retain_lr"],
-                           shuffle=self.shuffle_retain),
+            PrecisionStage(
+                "finetune", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
+            ),
         ]
 
     def stage_end(self, stage: Stage) -> None:
@@ -883,10 +908,19 @@ class Pruning(_PruningBase):
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
     ) -> None:
-        super().__init__(model, overfit_lr, overfit_epochs, quantile, retain_lr, retain_epochs, shuffle_retain,
-                         preset, momentum, weight_decay,
-                         _stage_optimizers(overfit_forget_optimizer=overfit_forget_optimizer,
-                                           finetune_optimizer=finetune_optimizer))
+        super().__init__(
+            model,
+            overfit_lr,
+            overfit_epochs,
+            quantile,
+            retain_lr,
+            retain_epochs,
+            shuffle_retain,
+            preset,
+            momentum,
+            weight_decay,
+            _stage_optimizers(overfit_forget_optimizer=overfit_forget_optimizer, finetune_optimizer=finetune_optimizer),
+        )
 
 
 class PruningLast(_PruningBase):
@@ -935,10 +969,19 @@ class PruningLast(_PruningBase):
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
     ) -> None:
-        super().__init__(model, overfit_lr, overfit_epochs, quantile, retain_lr, retain_epochs, shuffle_retain,
-                         preset, momentum, weight_decay,
-                         _stage_optimizers(overfit_forget_optimizer=overfit_forget_optimizer,
-                                           finetune_optimizer=finetune_optimizer))
+        super().__init__(
+            model,
+            overfit_lr,
+            overfit_epochs,
+            quantile,
+            retain_lr,
+            retain_epochs,
+            shuffle_retain,
+            preset,
+            momentum,
+            weight_decay,
+            _stage_optimizers(overfit_forget_optimizer=overfit_forget_optimizer, finetune_optimizer=finetune_optimizer),
+        )
 
     def eligible_names(self) -> list[str]:
         """Only the weight of the final linear layer of the head."""
@@ -1016,11 +1059,23 @@ class PruningComplex(_PruningBase):
             raise ValueError(f"retain_fraction must be in (0, 1], got {retain_fraction!r}")
         if retain_sample_size is not None and (isinstance(retain_sample_size, bool) or retain_sample_size < 1):
             raise ValueError(f"retain_sample_size must be an integer >= 1 or None, got {retain_sample_size!r}")
-        super().__init__(model, overfit_lr, overfit_epochs, quantile, retain_lr, retain_epochs, shuffle_retain,
-                         preset, momentum, weight_decay,
-                         _stage_optimizers(overfit_forget_optimizer=overfit_forget_optimizer,
-                                           overfit_retain_sample_optimizer=overfit_retain_sample_optimizer,
-                                           finetune_optimizer=finetune_optimizer))
+        super().__init__(
+            model,
+            overfit_lr,
+            overfit_epochs,
+            quantile,
+            retain_lr,
+            retain_epochs,
+            shuffle_retain,
+            preset,
+            momentum,
+            weight_decay,
+            _stage_optimizers(
+                overfit_forget_optimizer=overfit_forget_optimizer,
+                overfit_retain_sample_optimizer=overfit_retain_sample_optimizer,
+                finetune_optimizer=finetune_optimizer,
+            ),
+        )
         self.retain_overfit_lr = float(_resolve(retain_overfit_lr, preset, overfit_lr / 3, overfit_lr // 3))
 
     def edit_stage_name(self) -> str:
@@ -1032,10 +1087,12 @@ class PruningComplex(_PruningBase):
         h = self.hparams
         return [
             PrecisionStage("overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"]),
-            PrecisionStage("overfit_retain_sample", h["overfit_epochs"], "retain_sample", "copy_retain",
-                           self.retain_overfit_lr),
-            PrecisionStage("finetune", h["retain_epochs"], "retain", "model", h["retain_lr"],
-                           shuffle=self.shuffle_retain),
+            PrecisionStage(
+                "overfit_retain_sample", h["overfit_epochs"], "retain_sample", "copy_retain", self.retain_overfit_lr
+            ),
+            PrecisionStage(
+                "finetune", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
+            ),
         ]
 
     def stage_end(self, stage: Stage) -> None:
@@ -1159,8 +1216,9 @@ class ActivationReset(_PrecisionMultiStage):
         h = self.hparams
         return [
             PrecisionStage("statistics", 1, "stats", None),
-            PrecisionStage("finetune", h["retain_epochs"], "retain", "model", h["retain_lr"],
-                           shuffle=self.shuffle_retain),
+            PrecisionStage(
+                "finetune", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
+            ),
         ]
 
     def statistics_step(self, spec: PrecisionStage, batch: Any, batch_idx: int) -> None:
@@ -1218,8 +1276,11 @@ class ActivationReset(_PrecisionMultiStage):
         if self.retain_mean_divisor == "retain_set":
             divisor = float(self._retain_size if self._retain_size is not None else n_s)
         flags = {
-            name: flag_channels(sums["forget"][name] / max(n_f, 1.0), sums["retain_sample"][name] / max(divisor, 1.0),
-                                float(self.hparams["toll"]))
+            name: flag_channels(
+                sums["forget"][name] / max(n_f, 1.0),
+                sums["retain_sample"][name] / max(divisor, 1.0),
+                float(self.hparams["toll"]),
+            )
             for name in self.layer_names
         }
         self.apply_edit(flags)

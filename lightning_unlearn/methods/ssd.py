@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from lightning_unlearn.datamodules.phases import Phase
+from lightning_unlearn.datamodules.samplers import global_batch_shards
 from lightning_unlearn.methods.base import OnePassUnlearningMethod, Stage, check_choice, check_positive
 
-__all__ = ["LFSSD", "SSD", "dampen_", "global_batch_mask", "per_rank_batch_size"]
+__all__ = ["LFSSD", "SSD", "GlobalBatches", "dampen_", "per_rank_batch_size"]
 
 IMPORTANCE_MODES: tuple[str, ...] = ("batch", "per_sample")
 FORGET = "forget"
@@ -30,11 +32,8 @@ FULL = "retain+forget"
 def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
     """Per-rank loader batch size that makes Lightning's unshuffled ``DistributedSampler`` serve global batches.
 
-    With an unshuffled ``DistributedSampler`` rank ``r`` reads positions ``r, r + W, r + 2W, ...``; with a per-rank
-    batch of ``B / W``, its batch ``k`` holds exactly the positions ``p`` of global batch ``k``
-    (``[kB, (k+1)B)``) with ``(p - kB) mod W == r`` (spec §4 and
-    :func:`~lightning_unlearn.datamodules.samplers.global_batch_shards`); the sampler's end padding is removed by
-    :func:`global_batch_mask`.
+    With ``B / W`` samples per rank, Lightning's padded ``DistributedSampler`` yields exactly ``ceil(n / B)``
+    batches per rank, one training step per global batch (:class:`GlobalBatches` supplies their content).
 
     Raises:
         ValueError: If ``world_size`` does not divide ``global_batch_size``.
@@ -49,16 +48,45 @@ def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
     return global_batch_size // world_size
 
 
-def global_batch_mask(index: Tensor | None, batch_idx: int, global_batch_size: int, world_size: int) -> Tensor | None:
-    """Mask of the elements of a rank's batch that belong to global batch ``batch_idx`` (``None``: keep all).
+class GlobalBatches:
+    """This rank's shard of every global batch of an unshuffled pass over one split (spec §4).
 
-    Under DDP Lightning pads the unshuffled sampler by repeating the first positions; those repeats fall outside
-    ``[kB, (k+1)B)`` of the last global batch ``k`` and are dropped, so no sample counts twice.
+    Lightning gives every training loader a *shuffled*, padded ``DistributedSampler`` under DDP, so the loader's
+    own batches cannot reproduce the single-process batches. A method reads its shard of global batch ``k``
+    here instead: positions ``[kB, min((k+1)B, n))`` with ``(p - kB) mod W == rank``
+    (:func:`~lightning_unlearn.datamodules.samplers.global_batch_shards`): no padding, no duplicates, possibly
+    empty. The loader (per-rank batch ``B / W``, see :func:`per_rank_batch_size`) only drives the steps.
+
+    Args:
+        datamodule: The unlearning datamodule (``split_dataset``).
+        name: Split name (``forget``, ``retain+forget``, ...).
+        labelled: Whether elements carry labels.
+        batch_size: Global batch size ``B``.
+        rank: This rank.
+        world_size: Number of ranks ``W``.
     """
-    if world_size <= 1 or index is None:
-        return None
-    low = batch_idx * global_batch_size
-    return (index >= low) & (index < low + global_batch_size)
+
+    def __init__(self, datamodule: Any, name: str, labelled: bool, batch_size: int, rank: int, world_size: int) -> None:
+        augment = bool(getattr(datamodule, "augment_unlearning", False))
+        self.dataset = datamodule.split_dataset(name, labelled=labelled, augment=augment)
+        self.labelled = labelled
+        self.shards = global_batch_shards(len(self.dataset), batch_size, rank, world_size)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def batch(self, k: int, device: torch.device) -> Any:
+        """Collated shard of global batch ``k`` on ``device`` (``None`` once the pass is over)."""
+        if k >= len(self.shards):
+            return None
+        positions = self.shards[k] or [0]
+        items = [self.dataset[i] for i in positions]
+        batch = default_collate(items)
+        if not self.shards[k]:  # an empty shard: keep shapes and dtypes, no samples
+            batch = [t[:0] for t in batch] if isinstance(batch, list | tuple) else batch[:0]
+        if isinstance(batch, Tensor):
+            return batch.to(device)
+        return [t.to(device) for t in batch]
 
 
 def dampen_(
@@ -158,7 +186,6 @@ class SSD(OnePassUnlearningMethod):
             shuffle=False,
             batch_size=per_rank_batch_size(self.importance_batch_size, self._world_size()),
             labelled=not self.label_free,
-            with_index=True,
         )
         return [Stage("statistics", 1, phase, trains=False)]
 
@@ -182,14 +209,10 @@ class SSD(OnePassUnlearningMethod):
         self.importance_full: dict[str, Tensor] = {}
         self._sums: dict[str, dict[str, Tensor]] = {}
         self._counts: dict[str, int] = {}
+        self._sample_counts: dict[str, int] = {}
         self._seconds: dict[str, float] = {FORGET: 0.0, FULL: 0.0}
         self._start: float | None = None
-
-    def on_train_epoch_start(self) -> None:
-        """Start the unlearning clock."""
-        self._sync()
-        self._start = time.perf_counter()
-        super().on_train_epoch_start()
+        self._global: dict[str, GlobalBatches] = {}
 
     def sample_losses(self, x: Tensor, y: Tensor | None) -> Tensor:
         """Per-sample objective: cross-entropy (SSD) or squared L2 norm of the logits (LFSSD)."""
@@ -216,20 +239,37 @@ class SSD(OnePassUnlearningMethod):
             out.append(torch.zeros_like(p) if g is None else g.detach())
         return out
 
+    def on_train_epoch_start(self) -> None:
+        """Start the unlearning clock; under DDP, index this rank's shard of every global batch."""
+        self._sync()
+        self._start = time.perf_counter()
+        self._global = {}
+        world = self._world_size()
+        if world > 1:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "split_dataset"):
+                raise RuntimeError(f"{type(self).__name__} under DDP needs an UnlearningDataModule")
+            for name in self._passes():
+                self._global[name] = GlobalBatches(
+                    datamodule, name, not self.label_free, self.importance_batch_size, self.global_rank, world
+                )
+        super().on_train_epoch_start()
+
     def accumulate(self, batch: Any, batch_idx: int) -> None:
         """Add the importance of one global batch for each pass present in ``batch`` (spec §3/§4)."""
         self.model.eval()
         for name in (FORGET, FULL):
-            if name not in batch or batch[name] is None:
+            if self._global:
+                element = self._global[name].batch(batch_idx, self.device) if name in self._global else None
+            else:
+                element = batch.get(name)
+            if element is None:
                 continue
             start = time.perf_counter()
-            x, y, index = self.split_batch(batch[name])
-            if self.label_free and not isinstance(batch[name], Tensor):
-                x, y, index = batch[name][0], None, batch[name][1]
-            keep = global_batch_mask(index, batch_idx, self.importance_batch_size, self._world_size())
-            if keep is not None:
-                x = x[keep]
-                y = None if y is None else y[keep]
+            if self.label_free:
+                x, y = (element if isinstance(element, Tensor) else element[0]), None
+            else:
+                x, y, _ = self.labelled_batch(element)
             with torch.enable_grad():
                 if self.importance == "batch":
                     self._accumulate_batch(name, x, y)
@@ -271,7 +311,6 @@ class SSD(OnePassUnlearningMethod):
             for t, g in zip(terms, grads, strict=True):
                 t += self._accumulate_term(g).to(torch.float32)
         self._add(name, terms)
-        self._sample_counts = getattr(self, "_sample_counts", {})
         self._sample_counts[name] = self._sample_counts.get(name, 0) + len(x)
 
     def _finalise(self, name: str) -> dict[str, Tensor]:
@@ -283,8 +322,7 @@ class SSD(OnePassUnlearningMethod):
             denominator = float(max(self._counts.get(name, 0), 1))
             return {n: s / denominator for n, s in sums.items()}
         flat = torch.cat([sums[n].reshape(-1) for n, _ in params])
-        counts = getattr(self, "_sample_counts", {})
-        count = torch.tensor([float(counts.get(name, 0))], device=flat.device)
+        count = torch.tensor([float(self._sample_counts.get(name, 0))], device=flat.device)
         reduced = self.all_reduce_sum(torch.cat([flat, count]))
         total = max(float(reduced[-1].item()), 1.0)
         parts = torch.split(reduced[:-1] / total, [p.numel() for _, p in params])
