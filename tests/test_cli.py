@@ -65,6 +65,10 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
         "class_path": "lightning_unlearn.models.load_classifier",
         "init_args": {"arch": "tiny_cnn", "num_classes": probe.num_classes, "in_channels": probe.input_shape[0]},
     }
+    method_args = cfg["model"]["init_args"]
+    for name, tiny in (("pgd_iters", 2), ("num_adv_per_instance", 2)):
+        if name in method_args:  # keep adversarial pre-passes tiny
+            method_args[name] = tiny
     trainer = cfg.setdefault("trainer", {})
     if "reload_dataloaders_every_n_epochs" not in trainer:
         # Single-phase methods and pretraining: two epochs exercise the loop (multi-stage plans keep theirs).

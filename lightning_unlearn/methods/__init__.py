@@ -12,6 +12,7 @@ from lightning_unlearn.methods.base import (
 from lightning_unlearn.methods.baselines import Finetune, GradientAscent, RandomLabel
 from lightning_unlearn.methods.classifier import Classifier, RetrainOracle
 from lightning_unlearn.methods.jit import JiT
+from lightning_unlearn.methods.l2ul import L2UL, run_continual
 from lightning_unlearn.methods.precision import (
     ActivationReset,
     Hybrid,
@@ -27,6 +28,7 @@ __all__ = [
     "ActivationReset",
     "Hybrid",
     "JiT",
+    "L2UL",
     "LFSSD",
     "Poison",
     "PoisonFull",
@@ -46,5 +48,6 @@ __all__ = [
     "SSD",
     "Stage",
     "UnlearningMethod",
+    "run_continual",
 ]
 
