@@ -70,6 +70,11 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
         if name in method_args:  # keep adversarial pre-passes tiny
             method_args[name] = tiny
     trainer = cfg.setdefault("trainer", {})
+    if "vae_epochs" in method_args or "unlearn_epochs" in method_args:  # LAF: one epoch per stage
+        method_args.update(vae_epochs=1, unlearn_epochs=1, repair_epochs=1)
+        trainer["max_epochs"] = 3 + int(bool(method_args.get("repair", False)))
+    if init.get("image_size"):  # keep upscaling configs (LAF at 224 x 224) at their native size
+        init["image_size"] = None
     if "reload_dataloaders_every_n_epochs" not in trainer:
         # Single-phase methods and pretraining: two epochs exercise the loop (multi-stage plans keep theirs).
         trainer["max_epochs"] = min(int(trainer.get("max_epochs", 2)), 2)

@@ -13,6 +13,7 @@ from lightning_unlearn.methods.baselines import Finetune, GradientAscent, Random
 from lightning_unlearn.methods.classifier import Classifier, RetrainOracle
 from lightning_unlearn.methods.jit import JiT
 from lightning_unlearn.methods.l2ul import L2UL, run_continual
+from lightning_unlearn.methods.laf import LAF
 from lightning_unlearn.methods.precision import (
     ActivationReset,
     Hybrid,
@@ -29,6 +30,7 @@ __all__ = [
     "Hybrid",
     "JiT",
     "L2UL",
+    "LAF",
     "LFSSD",
     "Poison",
     "PoisonFull",

@@ -2,6 +2,7 @@
 
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
 from lightning_unlearn.metrics.functional import entropy, per_sample_loss, softmax64, true_class_confidence
+from lightning_unlearn.metrics.laf_attack import SortedSoftmaxGBM, SortedSoftmaxGBMBalanced, SortedSoftmaxGBMTrain
 from lightning_unlearn.metrics.membership import (
     ATTACKS,
     AttackData,
@@ -19,6 +20,9 @@ __all__ = [
     "EntropyMIA",
     "MembershipAttack",
     "SplitAccuracy",
+    "SortedSoftmaxGBM",
+    "SortedSoftmaxGBMBalanced",
+    "SortedSoftmaxGBMTrain",
     "SplitArrays",
     "available_attacks",
     "build_attack",

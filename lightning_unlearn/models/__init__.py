@@ -22,6 +22,7 @@ from lightning_unlearn.models.laf import LAFCNN, LAFResNet18
 from lightning_unlearn.models.normalize import Normalize, normalization_stats
 from lightning_unlearn.models.resnet import CifarResNet18, CifarResNet50, ResNet18MaxPool
 from lightning_unlearn.models.tiny import TinyCNN
+from lightning_unlearn.models.vae import RepresentationVAE
 from lightning_unlearn.models.vgg import VGG16BN, JiTVGG11
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "JiTVGG11",
     "LAFResNet18",
     "Normalize",
+    "RepresentationVAE",
     "ResNet18MaxPool",
     "TinyCNN",
     "build_classifier",
