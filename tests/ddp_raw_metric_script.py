@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from typing import Any
 
 import torch
@@ -75,7 +77,10 @@ def main() -> None:
         json.dump(values, handle)
     if dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
+        # Leave without tearing gloo down: its teardown can abort ("terminate called without an active
+        # exception") when the peer exits first, which would fail the run after the values were written.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

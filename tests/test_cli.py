@@ -78,6 +78,8 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
     if "reload_dataloaders_every_n_epochs" not in trainer:
         # Single-phase methods and pretraining: two epochs exercise the loop (multi-stage plans keep theirs).
         trainer["max_epochs"] = min(int(trainer.get("max_epochs", 2)), 2)
+        if "epochs" in method_args:  # methods that check their epoch count against the trainer's
+            method_args["epochs"] = trainer["max_epochs"]
     trainer.update(
         {
             "accelerator": "cpu",
