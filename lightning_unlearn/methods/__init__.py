@@ -1,5 +1,6 @@
 """Unlearning methods: one LightningModule per method, on a base class per training regime."""
 
+from lightning_unlearn.methods.activation_reset import ActivationReset
 from lightning_unlearn.methods.base import (
     GradientUnlearningMethod,
     LRSchedulerCallable,
@@ -14,15 +15,8 @@ from lightning_unlearn.methods.classifier import Classifier, RetrainOracle
 from lightning_unlearn.methods.jit import JiT
 from lightning_unlearn.methods.l2ul import L2UL, run_continual
 from lightning_unlearn.methods.laf import LAF
-from lightning_unlearn.methods.precision import (
-    ActivationReset,
-    Hybrid,
-    Poison,
-    PoisonFull,
-    Pruning,
-    PruningComplex,
-    PruningLast,
-)
+from lightning_unlearn.methods.poison import Hybrid, Poison, PoisonFull
+from lightning_unlearn.methods.pruning import Pruning, PruningComplex, PruningLast
 from lightning_unlearn.methods.ssd import LFSSD, SSD
 
 __all__ = [
