@@ -326,3 +326,66 @@ def test_continual_reanchors_and_reports(tmp_path):
     assert results[1]["forget_all_size"] == 6
     assert results[0]["forget"] == 0.0 and results[1]["forget"] == 0.0
     assert int(method.l2ul_requests) == 2
+
+
+def test_importance_generator_makes_dropout_rank_independent():
+    # a stochastic layer in train mode: the seeded pass ignores (and leaves untouched) the global RNG
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    x = torch.randn(6, 4)
+    results = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        results.append(estimate_forget_importance(model, x, 4, generator=torch.Generator().manual_seed(5)))
+        assert torch.equal(torch.get_rng_state(), state)
+    for name in results[0]:
+        assert torch.equal(results[0][name], results[1][name])
+    torch.manual_seed(0)
+    a = estimate_forget_importance(model, x, 4)
+    torch.manual_seed(1)
+    b = estimate_forget_importance(model, x, 4)
+    assert not all(torch.equal(a[n], b[n]) for n in a)  # unseeded: the draw follows the global RNG
+
+
+# ------------------------------------------------------------------ DDP (metrics spec §7)
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(tmp_path):
+    """Adversarial set and Omega~ are identical on every rank and equal to one process's; ranks stop together."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    root = str(tests.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    # Same intra-op thread count in both runs (Lightning gives each DDP process cpu_count // 2), so float sums agree.
+    env["OMP_NUM_THREADS"] = "1"
+    runs = {}
+    for devices in (1, 2):
+        prefix = str(tmp_path / f"r{devices}")
+        command = [sys.executable, str(tests / "ddp_l2ul_script.py"), "--devices", str(devices), "--out", prefix]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs[devices] = [torch.load(f"{prefix}.rank{r}.pt", weights_only=True) for r in range(devices)]
+    (one,), ranks = runs[1], runs[2]
+    assert len(ranks) == 2 and all(r["world_size"] == 2 for r in ranks)
+    assert one["forget_x"].shape[0] == 7 and one["adv_x"].shape[0] == 14  # k = 7: not divisible by 2 ranks
+    for r in ranks:
+        for key in ("forget_x", "forget_labels", "adv_x", "adv_y", "adv_src"):
+            assert torch.equal(r[key], one[key]), key
+        for key in ("omega", "theta0"):
+            assert r[key].keys() == one[key].keys()
+            for name, value in one[key].items():
+                torch.testing.assert_close(r[key][name], value, rtol=0, atol=1e-6)
+    # the two ranks' request state is bitwise identical (rank 0's copy is broadcast)
+    for key in ("adv_x", "adv_y"):
+        assert torch.equal(ranks[0][key], ranks[1][key])
+    for name in one["omega"]:
+        assert torch.equal(ranks[0]["omega"][name], ranks[1]["omega"][name])
+    # same stopping decision at every step, same stop step, and the run finished (no hang, rc 0 above)
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    assert ranks[0]["stopped_step"] == ranks[1]["stopped_step"]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == ranks[0]["stopped_step"]
+    assert all(r["done"] for r in (one, *ranks))
+    assert [d for _, d in ranks[0]["decisions"]].count(True) == 1  # decided once, at the last step

@@ -22,6 +22,7 @@ def estimate_forget_importance(
     mode: ImportanceMode = "reference",
     bn_train: bool = True,
     accumulate_grads: bool = False,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Raw importance ``Omega[p]`` of every trainable parameter for the forget inputs ``x`` (unnormalised).
 
@@ -40,6 +41,9 @@ def estimate_forget_importance(
         mode: ``"reference"`` or ``"mas"``.
         bn_train: Run the copy in train mode (BN uses the batch statistics, as the reference does).
         accumulate_grads: Reproduce Q3 (``"reference"`` mode only).
+        generator: CPU generator seeding the pass: when given, the global RNG (CPU, and ``x``'s CUDA device) is
+            forked, seeded from one draw of it and restored afterwards, so stochastic layers (dropout) give the same
+            importance on every rank and the caller's RNG stream is untouched. ``None``: the global RNG as is.
 
     Returns:
         ``{parameter name: Omega}`` for every parameter with ``requires_grad``.
@@ -48,6 +52,16 @@ def estimate_forget_importance(
         raise ValueError(f"mode must be one of {IMPORTANCE_MODES}, got {mode!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if generator is not None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        cuda = x.device.type == "cuda"
+        devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] if cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(devices[0]):
+                    torch.cuda.manual_seed(seed)
+            return estimate_forget_importance(model, x, batch_size, mode, bn_train, accumulate_grads, None)
     clone = copy.deepcopy(model)
     clone.train(bn_train)
     named = [(n, p) for n, p in clone.named_parameters() if p.requires_grad]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_warn
@@ -46,6 +47,8 @@ FORGET_TARGETS: tuple[str, ...] = ("label", "prediction")
 #: Seed offsets of the method generator: relabel targets, then the adversarial set of request ``t``.
 _RELABEL_SEED_OFFSET = 1
 _ADV_SEED_OFFSET = 1000
+#: Seed offset of the importance pass of request ``t`` (only stochastic layers draw from it).
+_IMP_SEED_OFFSET = 2000
 _EVAL_BATCH = 512
 
 __all__ = ["L2UL", "continual_accuracies", "l2ul_loss", "run_continual"]
@@ -141,7 +144,9 @@ class L2UL(GradientUnlearningMethod):
         importance_accumulate: Q3 override (``None``: preset).
         extra_cap_epoch: Q5 override (``None``: preset).
         naive_check_per_pass: Q6 override (``None``: preset).
-        seed: Seed of targets, random PGD starts and relabel targets (identical on every rank).
+        seed: Seed of targets, random PGD starts, relabel targets and any stochastic layer of the importance pass
+            (identical on every rank). Under DDP the request state is also broadcast from rank 0, the stopping check
+            uses rank 0's BN statistics and its decision is reduced over the ranks, so all ranks stop together.
     """
 
     train_splits = ("forget",)
@@ -320,10 +325,14 @@ class L2UL(GradientUnlearningMethod):
                 mode=h["importance_mode"],
                 bn_train=h["bn_mode"] == "train",
                 accumulate_grads=self.importance_accumulate,
+                generator=self.method_generator(_IMP_SEED_OFFSET + request),
             )
             omega = normalize_importance(raw)
             for name in self._reg_names:
                 getattr(self.l2ul_anchor, "omega__" + _param_key(name)).copy_(omega[name])
+        # Every rank computed the same state from the full forget split and the method's seeded generators; take
+        # rank 0's copy anyway so floating-point nondeterminism (thread counts, GPU kernels) cannot split the ranks.
+        self._broadcast_from_rank_zero(self._request_tensors())
         self.l2ul_step.zero_()
         self.l2ul_done.fill_(False)
         self.l2ul_hit_cap.fill_(False)
@@ -371,6 +380,9 @@ class L2UL(GradientUnlearningMethod):
         check = not (self.variant == "naive" and self.naive_check_per_pass) or step % n_forget == 0
         success = False
         if check:
+            # Under DDP each rank updated its BN statistics on its own shard; evaluate rank 0's (the ones DDP
+            # broadcasts before the next forward) so every rank judges the same model.
+            self._broadcast_from_rank_zero(list(self.model.buffers()))
             predictions = self._predict(self.forget_x)
             misclassified = (predictions != self.forget_labels).float().mean()
             self.log("l2ul/forget_misclassified", misclassified, on_step=True, on_epoch=False, batch_size=1)
@@ -380,6 +392,8 @@ class L2UL(GradientUnlearningMethod):
                 success = bool(on_target >= 1.0)
             else:
                 success = bool(misclassified >= 1.0)
+            # Every rank must take the same decision at the same step, or the others wait forever in a collective.
+            success = self._all_ranks_agree(success)
         if success or step >= self.cap_steps:
             self._stop(hit_cap=not success)
 
@@ -424,6 +438,32 @@ class L2UL(GradientUnlearningMethod):
     def cap_steps(self) -> int:
         """Step cap: ``max_epochs`` (+1 under Q5) epochs of :attr:`num_epoch_batches`."""
         return (self.hparams["max_epochs"] + int(self.extra_cap_epoch)) * self.num_epoch_batches
+
+    def _request_tensors(self) -> list[Tensor]:
+        """The request's state: forget tensors, adversarial set, ``theta0`` and ``Omega~``."""
+        tensors = [self.forget_x, self.forget_labels, self.forget_goal, self.adv_x, self.adv_y, self.adv_src]
+        if self.variant == "adv_imp":
+            anchor, omega = self._anchor_and_omega()
+            tensors += [anchor[n] for n in self._reg_names] + [omega[n] for n in self._reg_names]
+        return tensors
+
+    def _distributed(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and int(trainer.world_size) > 1 and dist.is_available() and dist.is_initialized()
+
+    def _broadcast_from_rank_zero(self, tensors: Sequence[Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's values (no-op without a process group)."""
+        if not self._distributed():
+            return
+        for tensor in tensors:
+            if tensor.numel() > 0:
+                dist.broadcast(tensor, src=0)
+
+    def _all_ranks_agree(self, decision: bool) -> bool:
+        """``decision`` reduced with ``all`` over the ranks (the strategy's boolean reduction)."""
+        if self._trainer is None:
+            return decision
+        return bool(self.trainer.strategy.reduce_boolean_decision(decision, all=True))
 
     def _anchor_and_omega(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         anchor = {n: getattr(self.l2ul_anchor, "theta0__" + _param_key(n)) for n in self._reg_names}
