@@ -1,6 +1,7 @@
 """Forgetting metrics and membership-inference attacks as distributed-correct torchmetrics metrics."""
 
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
+from lightning_unlearn.metrics.attacks import ForgetVsTestMIA, LossLRCVMIA, SVCConfidenceMIA
 from lightning_unlearn.metrics.functional import entropy, per_sample_loss, softmax64, true_class_confidence
 from lightning_unlearn.metrics.laf_attack import SortedSoftmaxGBM, SortedSoftmaxGBMBalanced, SortedSoftmaxGBMTrain
 from lightning_unlearn.metrics.membership import (
@@ -18,8 +19,11 @@ __all__ = [
     "ATTACKS",
     "AttackData",
     "EntropyMIA",
+    "ForgetVsTestMIA",
+    "LossLRCVMIA",
     "MembershipAttack",
     "SplitAccuracy",
+    "SVCConfidenceMIA",
     "SortedSoftmaxGBM",
     "SortedSoftmaxGBMBalanced",
     "SortedSoftmaxGBMTrain",
