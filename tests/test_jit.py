@@ -9,6 +9,7 @@ import torch
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer
 from torch import nn
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import RandomRemoval
 from lightning_unlearn.datamodules.base import SplitDataset
@@ -23,19 +24,7 @@ def tiny_model(seed: int = 0) -> nn.Module:
 
 
 def make_trainer(tmp_path, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    return quiet_trainer(tmp_path, **{"limit_val_batches": 0, **kwargs})
 
 
 class RaisingDataset(SplitDataset):

@@ -9,6 +9,7 @@ import torch
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer
 from torch import nn
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import Continual, Indices, KInstances
 from lightning_unlearn.methods.adversarial import (
@@ -51,18 +52,7 @@ def toy_linear(bias_class: int | None = None, seed: int = 0) -> nn.Module:
 
 
 def make_trainer(tmp_path, max_epochs: int = 100) -> Trainer:
-    return Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
+    return quiet_trainer(tmp_path, max_epochs=max_epochs, num_sanity_val_steps=0, limit_val_batches=0)
 
 
 def toy_data(scenario) -> ToyDataModule:

@@ -10,6 +10,7 @@ import torch
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import ClassRemoval
 from lightning_unlearn.methods.laf import LAF, bounded_error, ra_loss, ue_loss, vae_loss, vae_loss_terms
@@ -35,19 +36,7 @@ def tiny(seed: int = 0, batch_norm: bool = True) -> torch.nn.Module:
 
 
 def trainer(tmp_path, max_epochs: int, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        reload_dataloaders_every_n_epochs=1,
-        default_root_dir=str(tmp_path),
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    return quiet_trainer(tmp_path, **{"max_epochs": max_epochs, "reload_dataloaders_every_n_epochs": 1, **kwargs})
 
 
 def data(**kwargs) -> ToyDataModule:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import ClassRemoval, RandomRemoval
 from lightning_unlearn.datamodules.phases import Phase
@@ -31,18 +32,7 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 def make_trainer(tmp_path, max_epochs: int = 1, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    return quiet_trainer(tmp_path, max_epochs=max_epochs, **kwargs)
 
 
 class SampleCounter:

@@ -11,6 +11,7 @@ from data_factories import ToyDataModule
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import RandomRemoval
 from lightning_unlearn.methods.precision import (
@@ -41,21 +42,8 @@ def toy(count: int = 20, batch_size: int = 16, **kwargs) -> ToyDataModule:
 
 
 def trainer(tmp_path, max_epochs: int, callbacks=None, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        reload_dataloaders_every_n_epochs=1,
-        default_root_dir=str(tmp_path),
-        callbacks=callbacks or [],
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    options = dict(num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, callbacks=callbacks or [])
+    return quiet_trainer(tmp_path, **{**options, "max_epochs": max_epochs, **kwargs})
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

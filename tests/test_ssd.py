@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer
 from torch import nn
+from trainers import quiet_trainer
 
 from lightning_unlearn.datamodules import ClassRemoval, RandomRemoval
 from lightning_unlearn.methods.ssd import LFSSD, SSD, GlobalBatches, dampen_, per_rank_batch_size
@@ -30,18 +31,7 @@ class Theta(nn.Module):
 
 
 def make_trainer(tmp_path, **kwargs) -> Trainer:
-    options = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    options.update(kwargs)
-    return Trainer(**options)
+    return quiet_trainer(tmp_path, **kwargs)
 
 
 def linear_model(seed: int = 0) -> nn.Module:
