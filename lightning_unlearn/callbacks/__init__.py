@@ -3,12 +3,14 @@
 from lightning_unlearn.callbacks.base import SplitMetricsCallback
 from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
 from lightning_unlearn.callbacks.membership import MembershipInference
+from lightning_unlearn.callbacks.retrain_comparison import RetrainComparison
 from lightning_unlearn.callbacks.stage_progress import StageProgressBar
 from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
 
 __all__ = [
     "ForgettingMetrics",
     "MembershipInference",
+    "RetrainComparison",
     "SplitMetricsCallback",
     "StageProgressBar",
     "collect_metrics",

@@ -2,6 +2,7 @@
 
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
 from lightning_unlearn.metrics.attacks import ForgetVsTestMIA, LossLRCVMIA, SVCConfidenceMIA
+from lightning_unlearn.metrics.distances import OutputDistance
 from lightning_unlearn.metrics.functional import entropy, per_sample_loss, softmax64, true_class_confidence
 from lightning_unlearn.metrics.laf_attack import SortedSoftmaxGBM, SortedSoftmaxGBMBalanced, SortedSoftmaxGBMTrain
 from lightning_unlearn.metrics.membership import (
@@ -22,6 +23,7 @@ __all__ = [
     "ForgetVsTestMIA",
     "LossLRCVMIA",
     "MembershipAttack",
+    "OutputDistance",
     "SplitAccuracy",
     "SVCConfidenceMIA",
     "SortedSoftmaxGBM",
