@@ -229,3 +229,23 @@ def test_module_entry_point_runs(tmp_path):
 
 
 _ = np  # numpy is used by the data factories
+
+
+def test_retrain_oracle_checkpoint_feeds_the_gap_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    oracle = main(["fit", "--config", str(tiny_config(ROOT / "configs/retrain/mnist5k_class0.yaml", tmp_path))])
+    reference = Path(oracle.trainer.log_dir) / "classifier.pt"
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["trainer"]["callbacks"].append(
+        {
+            "class_path": "lightning_unlearn.callbacks.RetrainComparison",
+            "init_args": {"arch": "tiny_cnn", "num_classes": 10, "reference_ckpt": str(reference), "in_channels": 1},
+        }
+    )
+    config.write_text(yaml.safe_dump(cfg))
+    cli = main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
+    metrics = cli.trainer.callback_metrics
+    assert {"gap/acc_forget", "gap/acc_retain", "gap/acc_test", "gap/avg", "dist/js"} <= set(metrics)
+    expected = abs(float(metrics["acc/forget"]) - float(oracle.trainer.callback_metrics["acc/forget"]))
+    assert float(metrics["gap/acc_forget"]) == pytest.approx(expected, abs=1e-6)
