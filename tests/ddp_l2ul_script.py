@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
+from trainers import exit_without_teardown
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_factories import ToyDataModule  # noqa: E402
@@ -99,3 +100,4 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     run(args.devices, args.out)
+    exit_without_teardown()

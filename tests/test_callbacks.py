@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from rich.console import Console
 from sklearn.linear_model import LogisticRegression
 from torch import nn
+from trainers import run_on_1_and_2_processes
 
 from lightning_unlearn.callbacks import (
     ForgettingMetrics,
@@ -241,27 +238,7 @@ callbacks:
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """Odd-sized splits (one of size 1, empty on rank 1): every recorded value identical for 1 and 2 processes."""
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.pop("MASTER_PORT", None)
-    procs = {}
-    for devices in (1, 2):
-        cmd = [
-            sys.executable,
-            str(TESTS_DIR / "ddp_metric_script.py"),
-            "--devices",
-            str(devices),
-            "--out",
-            str(tmp_path / f"values{devices}.json"),
-            "--logdir",
-            str(tmp_path / f"logs{devices}"),
-        ]
-        procs[devices] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for proc in procs.values():
-        out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out.decode()[-4000:]
-    one, two = (json.loads((tmp_path / f"values{n}.json").read_text()) for n in (1, 2))
+    one, two = run_on_1_and_2_processes(TESTS_DIR / "ddp_metric_script.py", tmp_path)
     assert (one.pop("world_size"), two.pop("world_size")) == (1, 2)
     assert set(one["initial"]) == {"acc/forget", "acc/retain", "acc/test", "acc/test_forget", MIA}
     assert one == two

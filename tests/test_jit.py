@@ -9,7 +9,7 @@ import torch
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer
 from torch import nn
-from trainers import quiet_trainer
+from trainers import exit_without_teardown, quiet_trainer
 
 from lightning_unlearn.datamodules import RandomRemoval
 from lightning_unlearn.datamodules.base import SplitDataset
@@ -214,3 +214,4 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     _ddp_run(args.devices, args.out)
+    exit_without_teardown()

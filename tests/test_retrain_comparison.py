@@ -10,9 +10,6 @@ import argparse
 import csv
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
+from trainers import exit_without_teardown, run_on_1_and_2_processes
 
 from lightning_unlearn.callbacks.retrain_comparison import RetrainComparison
 from lightning_unlearn.metrics.distances import OutputDistance
@@ -289,29 +287,7 @@ def _fit_and_record(devices: int, ckpt: str, out: str, logdir: str) -> None:
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
     ckpt = export_classifier(TinyModule(seed=3).model, tmp_path / "retrained.pt")
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.pop("MASTER_PORT", None)
-    procs = {}
-    for devices in (1, 2):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--devices",
-            str(devices),
-            "--ckpt",
-            str(ckpt),
-            "--out",
-            str(tmp_path / f"values{devices}.json"),
-            "--logdir",
-            str(tmp_path / f"logs{devices}"),
-        ]
-        procs[devices] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for proc in procs.values():
-        out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out.decode()[-4000:]
-    one, two = (json.loads((tmp_path / f"values{n}.json").read_text()) for n in (1, 2))
+    one, two = run_on_1_and_2_processes(__file__, tmp_path, "--ckpt", str(ckpt))
     assert (one.pop("world_size"), two.pop("world_size")) == (1, 2)
     assert list(one["initial"]) == GAPS + DISTS
     assert one["reference"] == two["reference"]
@@ -339,3 +315,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from data_factories import ToyDataModule
 from lightning.pytorch import Trainer
 from torch import nn
-from trainers import quiet_trainer
+from trainers import exit_without_teardown, quiet_trainer
 
 from lightning_unlearn.datamodules import ClassRemoval, RandomRemoval
 from lightning_unlearn.methods.ssd import LFSSD, SSD, GlobalBatches, dampen_, per_rank_batch_size
@@ -283,3 +283,4 @@ if __name__ == "__main__":
     parser.add_argument("--label-free", action="store_true")
     args = parser.parse_args()
     _ddp_run(args.devices, args.out, args.label_free)
+    exit_without_teardown()
