@@ -38,8 +38,10 @@ def _load_fakes():
 
 fakes = _load_fakes()
 NUM_CLASSES = fakes.NUM_CLASSES
-GAPS = ["gap/acc_forget", "gap/acc_retain", "gap/acc_test", "gap/avg"]
-DISTS = ["dist/activation_l2", "dist/activation_l1", "dist/js", "dist/js_std"]
+GAPS = ["gap/acc_forget", "gap/acc_retain", "gap/acc_test", "gap/mia_svc_confidence_efficacy", "gap/avg"]
+DISTS = ["dist/activation_l2", "dist/activation_l1", "dist/js", "dist/js_std", "dist/zrf"]
+SVC = "mia/svc_confidence_efficacy"
+ZRF_SEED = 7  # not a seed of the compared models
 SIZES = {"forget": 13, "retain": 37, "test": 29, "test_forget": 1}
 SIZES_TR = {"forget": 13, "retain": 37, "test": 29, "test_retain": 11, "test_forget": 1}
 
@@ -77,6 +79,7 @@ class TinyModule(fakes.FakeModule):
 
 
 def _callback(ckpt: Path, **kwargs: Any) -> RetrainComparison:
+    kwargs.setdefault("zrf_seed", ZRF_SEED)
     return RetrainComparison(
         arch="tiny_cnn", num_classes=NUM_CLASSES, reference_ckpt=str(ckpt), in_channels=1, **kwargs
     )
@@ -124,6 +127,26 @@ def _logits(model: torch.nn.Module, data) -> dict[str, np.ndarray]:
     return out
 
 
+def _svc_efficacy(logits: dict[str, np.ndarray], data) -> float:
+    """SalUn's MIA efficacy computed directly with scikit-learn (first n retain vs the test split)."""
+    from sklearn.svm import SVC
+
+    test = "test_retain" if "test_retain" in data else "test"
+    conf = {
+        name: _np_softmax(logits[name])[np.arange(len(y)), y.numpy()][:, None] for name, (_, y) in data.items()
+    }
+    n = min(len(conf["retain"]), len(conf[test]))
+    x = np.concatenate([conf["retain"][:n], conf[test]])
+    labels = np.concatenate([np.ones(n), np.zeros(len(conf[test]))])
+    attacker = SVC(C=3, kernel="rbf", gamma="auto").fit(x, labels)
+    return float(1 - np.mean(attacker.predict(conf["forget"]) == 1))
+
+
+def _random_model() -> torch.nn.Module:
+    torch.manual_seed(ZRF_SEED)
+    return build_classifier("tiny_cnn", NUM_CLASSES, in_channels=1)
+
+
 def _expected(unlearned: torch.nn.Module, reference: torch.nn.Module, data) -> dict[str, float]:
     lu, lr = _logits(unlearned, data), _logits(reference, data)
     acc_u = {name: float(np.mean(lu[name].argmax(1) == y.numpy())) for name, (_, y) in data.items()}
@@ -133,8 +156,12 @@ def _expected(unlearned: torch.nn.Module, reference: torch.nn.Module, data) -> d
         f"gap/acc_{key}": abs(acc_u[split] - acc_r[split])
         for key, split in (("forget", "forget"), ("retain", "retain"), ("test", test))
     }
+    gaps["gap/mia_svc_confidence_efficacy"] = abs(_svc_efficacy(lu, data) - _svc_efficacy(lr, data))
     gaps["gap/avg"] = float(np.mean(list(gaps.values())))
-    return {**gaps, **_np_distances(_np_softmax(lu["forget"]), _np_softmax(lr["forget"]))}
+    zrf_split = "test_forget" if "test_forget" in data else "forget"
+    random_logits = _logits(_random_model(), data)[zrf_split]
+    zrf = 1 - _np_distances(_np_softmax(lu[zrf_split]), _np_softmax(random_logits))["dist/js"]
+    return {**gaps, **_np_distances(_np_softmax(lu["forget"]), _np_softmax(lr["forget"])), "dist/zrf": zrf}
 
 
 def _assert_close(actual: dict[str, float], expected: dict[str, float]) -> None:
@@ -199,7 +226,10 @@ def test_reference_equal_to_model_then_different(tmp_path):
     trainer.fit(model, datamodule=datamodule)
 
     assert list(callback.initial_metrics) == GAPS + DISTS
-    assert all(value == pytest.approx(0.0, abs=1e-12) for value in callback.initial_metrics.values())
+    assert all(
+        value == pytest.approx(0.0, abs=1e-12) for name, value in callback.initial_metrics.items() if name != "dist/zrf"
+    )
+    assert 0 < callback.initial_metrics["dist/zrf"] < 1
     expected = _expected(model.model, reference, datamodule.data)
     assert expected["gap/avg"] > 0 and expected["dist/js"] > 0  # the training step changed the model
     _assert_close(callback.final_metrics, expected)
@@ -217,8 +247,8 @@ def test_reference_equal_to_model_then_different(tmp_path):
     assert oracle is not None and not oracle.training
     assert not any(p.requires_grad for p in oracle.parameters())
     assert all(not key.startswith("_reference") for key in model.state_dict())
-    assert set(callback.reference_metrics) == {"acc/forget", "acc/retain", "acc/test"}
-    assert callback.reference_accuracies == {}
+    assert set(callback.reference_metrics) == {"acc/forget", "acc/retain", "acc/test", SVC}
+    assert callback.reference_accuracies == {} and callback.reference_svc is None
 
     trainer.test(model, datamodule=datamodule, verbose=False)
     _assert_close(callback.test_metrics, expected)
@@ -239,13 +269,27 @@ def test_reference_differs_and_test_retain(tmp_path):
     assert before["dist/activation_l2"] > 0
     _assert_close(callback.initial_metrics, before)
     _assert_close(callback.final_metrics, after)
-    assert set(callback.reference_metrics) == {"acc/forget", "acc/retain", "acc/test", "acc/test_retain"}
+    assert set(callback.reference_metrics) == {"acc/forget", "acc/retain", "acc/test", "acc/test_retain", SVC}
+    oracle_efficacy = _svc_efficacy(_logits(other.model, datamodule.data), datamodule.data)
+    assert callback.reference_metrics[SVC] == pytest.approx(oracle_efficacy)
     acc_r = float(
         np.mean(
             _logits(other.model, datamodule.data)["test_retain"].argmax(1) == datamodule.data["test_retain"][1].numpy()
         )
     )
     assert callback.reference_metrics["acc/test_retain"] == acc_r
+
+
+def test_svc_gap_and_zrf_can_be_turned_off(tmp_path):
+    model, datamodule = TinyModule(), ImageDataModule()
+    ckpt = export_classifier(TinyModule(seed=5).model, tmp_path / "r.pt")
+    callback = _callback(ckpt, svc_gap=False, zrf_seed=None)
+    _trainer(tmp_path, [callback]).fit(model, datamodule=datamodule)
+    expected = _expected(model.model, TinyModule(seed=5).model, datamodule.data)
+    gaps = [expected[f"gap/acc_{key}"] for key in ("forget", "retain", "test")]
+    assert list(callback.final_metrics) == [*GAPS[:3], "gap/avg", *DISTS[:4]]
+    assert callback.final_metrics["gap/avg"] == pytest.approx(float(np.mean(gaps)))
+    assert SVC not in callback.reference_metrics
 
 
 def test_missing_forget_split_and_bad_checkpoint(tmp_path):

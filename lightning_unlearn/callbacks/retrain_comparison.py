@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from lightning_unlearn.callbacks.base import SplitMetricsCallback
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
+from lightning_unlearn.metrics.attacks import SVCConfidenceMIA
 from lightning_unlearn.metrics.distances import OutputDistance
 from lightning_unlearn.models.factory import load_classifier
 
@@ -19,6 +20,8 @@ __all__ = ["RetrainComparison"]
 
 #: Splits whose accuracy enters a gap, in logging order.
 _GAP_SPLITS: tuple[str, ...] = ("forget", "retain", "test", "test_retain")
+#: Name of the SalUn MIA efficacy, whose gap enters ``gap/avg``.
+_SVC = f"mia/{SVCConfidenceMIA.name}"
 
 
 class RetrainComparison(SplitMetricsCallback):
@@ -39,9 +42,18 @@ class RetrainComparison(SplitMetricsCallback):
       :attr:`reference_metrics` (as ``acc/<split>``; kept in this callback's checkpoint state); the unlearned
       model's are computed by this callback. With ``log_initial=False`` and ``Trainer(limit_val_batches < 1.0)``
       the cached values would cover only part of each split.
-    - ``gap/avg``: mean of the logged accuracy gaps (the SalUn MIA-efficacy gap is not included here).
+    - ``gap/mia_svc_confidence_efficacy``: ``|efficacy_u - efficacy_r|`` of SalUn's MIA efficacy
+      (:class:`~lightning_unlearn.metrics.SVCConfidenceMIA`, both models attacked with the same protocol; the
+      oracle's value is cached like its accuracies). Needs the ``retain`` and a test split; ``svc_gap=False``
+      turns it off.
+    - ``gap/avg``: mean of the logged gaps (SalUn's "Avg. Gap" over UA, MIA-Efficacy, RA and TA; the UA gap equals
+      the forget-accuracy gap).
     - ``dist/activation_l2``, ``dist/activation_l1``, ``dist/js``, ``dist/js_std``: softmax-output distances on the
       ``forget`` split (:class:`~lightning_unlearn.metrics.OutputDistance`).
+    - ``dist/zrf``: ZRF score, ``1 - JS`` (the code form of ``dist/js``) between the unlearned model and a randomly
+      initialised model of the same architecture (seeded with ``zrf_seed``), on the forget-class test samples
+      (``test_forget``) when the datamodule provides them (class scenarios) and on ``forget`` otherwise. Closer to
+      the retrained model's value is better (the value is the unlearned model's; the oracle's is not computed).
 
     Logged at the same moments as the other metric callbacks: before unlearning (step 0, :attr:`initial_metrics`),
     at validation epoch ends (:attr:`final_metrics`) and at test (:attr:`test_metrics`). All states are sums, so 1
@@ -55,6 +67,8 @@ class RetrainComparison(SplitMetricsCallback):
         input_size: Input size passed to ``load_classifier`` (only for architectures that need it).
         log_initial: Evaluate and log once before unlearning starts.
         every_n_epochs: Evaluate at validation only every this many training epochs (and at the last one).
+        svc_gap: Also compute the MIA-efficacy gap (one SVC fit per evaluation, plus one for the oracle).
+        zrf_seed: Seed of the random model of ``dist/zrf``; ``None`` turns ``dist/zrf`` off.
 
     Raises:
         ValueError: From ``load_classifier`` on an unusable checkpoint, or, when evaluating, if the datamodule has no
@@ -71,8 +85,12 @@ class RetrainComparison(SplitMetricsCallback):
         input_size: int | None = None,
         log_initial: bool = True,
         every_n_epochs: int = 1,
+        svc_gap: bool = True,
+        zrf_seed: int | None = 0,
     ) -> None:
         super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs)
+        self.svc_gap = svc_gap
+        self.zrf_seed = zrf_seed
         self.arch = arch
         self.num_classes = num_classes
         self.reference_ckpt = reference_ckpt
@@ -83,7 +101,12 @@ class RetrainComparison(SplitMetricsCallback):
         self.distance = OutputDistance()
         self.accuracies: dict[str, SplitAccuracy] = {}
         self.reference_accuracies: dict[str, SplitAccuracy] = {}
+        self.svc: SVCConfidenceMIA | None = None
+        self.reference_svc: SVCConfidenceMIA | None = None
+        self.zrf_distance = OutputDistance()
+        self._zrf_split = "forget"
         self._reference: nn.Module | None = None
+        self._random: nn.Module | None = None
 
     @property
     def state_key(self) -> str:
@@ -109,16 +132,35 @@ class RetrainComparison(SplitMetricsCallback):
             self._reference = model
         return self._reference
 
+    def _load_random(self) -> nn.Module:
+        if self._random is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.zrf_seed or 0))
+                model = load_classifier(
+                    self.arch, self.num_classes, in_channels=self.in_channels, input_size=self.input_size
+                )
+            model.eval()
+            model.requires_grad_(False)
+            self._random = model
+        return self._random
+
     def reference_logits(self, inputs: Tensor) -> Tensor:
         """The oracle's logits on ``inputs``, in eval mode, on the inputs' device, without gradients."""
-        reference = self._load_reference()
-        first = next(reference.parameters(), None)
+        return self._frozen_logits(self._load_reference(), inputs)
+
+    def random_logits(self, inputs: Tensor) -> Tensor:
+        """Logits of the seeded random model of ``dist/zrf`` on ``inputs`` (eval mode, no gradients)."""
+        return self._frozen_logits(self._load_random(), inputs)
+
+    @staticmethod
+    def _frozen_logits(model: nn.Module, inputs: Tensor) -> Tensor:
+        first = next(model.parameters(), None)
         if first is not None and first.device != inputs.device:
             with torch.inference_mode(False):  # ordinary tensors even when called inside Lightning's eval loop
-                reference.to(inputs.device)
-        reference.eval()
+                model.to(inputs.device)
+        model.eval()
         with torch.no_grad():
-            return reference(inputs).detach()
+            return model(inputs).detach()
 
     @staticmethod
     def _inputs(batch: Any) -> Tensor:
@@ -148,45 +190,69 @@ class RetrainComparison(SplitMetricsCallback):
         self.reference_accuracies = {
             name: SplitAccuracy() for name in present if f"acc/{name}" not in self.reference_metrics
         }
+        has_svc_splits = "retain" in split_names and ("test" in split_names or "test_retain" in split_names)
+        self.svc = SVCConfidenceMIA() if self.svc_gap and has_svc_splits else None
+        cached = _SVC in self.reference_metrics
+        self.reference_svc = SVCConfidenceMIA() if self.svc is not None and not cached else None
+        self._zrf_split = "test_forget" if "test_forget" in split_names else "forget"
 
     def split_metrics(self) -> list[Metric]:
-        """The distance, the unlearned model's accuracies and the not yet cached oracle accuracies."""
-        return [self.distance, *self.accuracies.values(), *self.reference_accuracies.values()]
+        """The distances, the unlearned model's accuracies and attack, and the oracle's not yet cached ones."""
+        metrics: list[Metric] = [self.distance, *self.accuracies.values(), *self.reference_accuracies.values()]
+        if self.zrf_seed is not None:
+            metrics.append(self.zrf_distance)
+        metrics.extend(m for m in (self.svc, self.reference_svc) if m is not None)
+        return metrics
 
     def accepts(self, split: str) -> bool:
-        """Only the forget, retain and test splits are needed."""
-        return split in self.accuracies
+        """Only the forget, retain and test splits (and ``test_forget`` for ZRF) are needed."""
+        return split in self.accuracies or (self.zrf_seed is not None and split == self._zrf_split)
 
     def update_batch(self, split: str, outputs: Any, batch: Any) -> None:
-        """Count the unlearned model's batch, then run the oracle on the same inputs when needed."""
+        """Count the unlearned model's batch, then run the oracle (and the random model) on the same inputs."""
         super().update_batch(split, outputs, batch)
-        if split != "forget" and split not in self.reference_accuracies:
-            return
         logits = outputs["logits"]
+        if self.zrf_seed is not None and split == self._zrf_split:
+            self.zrf_distance.update(logits, self.random_logits(self._inputs(batch).to(logits.device)))
+        reference_svc = self.reference_svc is not None and split in SVCConfidenceMIA.splits
+        if split != "forget" and split not in self.reference_accuracies and not reference_svc:
+            return
         reference = self.reference_logits(self._inputs(batch).to(logits.device))
         if split == "forget":
             self.distance.update(logits, reference)
         if split in self.reference_accuracies:
             self.reference_accuracies[split].update(reference, outputs["target"])
+        if reference_svc and self.reference_svc is not None:
+            self.reference_svc.update(split, reference, outputs["target"], outputs["index"])
 
     def update_split(self, split: str, logits: Tensor, target: Tensor, index: Tensor) -> None:
-        """Count the unlearned model's correct predictions on ``split``."""
-        self.accuracies[split].update(logits, target)
+        """Count the unlearned model's correct predictions on ``split`` and feed its MIA-efficacy attack."""
+        if split in self.accuracies:
+            self.accuracies[split].update(logits, target)
+        if self.svc is not None and split in SVCConfidenceMIA.splits:
+            self.svc.update(split, logits, target, index)
 
     def compute_values(self) -> dict[str, float]:
         """``gap/*`` then ``dist/*``; the first computation of an oracle accuracy is cached."""
         for name, metric in self.reference_accuracies.items():
             self.reference_metrics[f"acc/{name}"] = float(metric.compute())
         self.reference_accuracies = {}
+        if self.reference_svc is not None:
+            self.reference_metrics[_SVC] = float(self.reference_svc.compute())
+            self.reference_svc = None
         unlearned = {name: float(metric.compute()) for name, metric in self.accuracies.items()}
         test_split = "test_retain" if "test_retain" in unlearned else "test"
         values: dict[str, float] = {}
         for gap, split in (("acc_forget", "forget"), ("acc_retain", "retain"), ("acc_test", test_split)):
             if split in unlearned:
                 values[f"gap/{gap}"] = abs(unlearned[split] - self.reference_metrics[f"acc/{split}"])
+        if self.svc is not None:
+            values["gap/mia_svc_confidence_efficacy"] = abs(float(self.svc.compute()) - self.reference_metrics[_SVC])
         values["gap/avg"] = sum(values.values()) / len(values)
         distances = self.distance.compute()
         values.update({f"dist/{name}": float(value) for name, value in distances.items()})
+        if self.zrf_seed is not None:
+            values["dist/zrf"] = 1.0 - float(self.zrf_distance.compute()["js"])
         return values
 
     # ------------------------------------------------------------------ checkpointing
