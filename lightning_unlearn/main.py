@@ -1,7 +1,9 @@
 """Command line: ``lightning-unlearn fit|validate|test --config ...`` (LightningCLI, subclass mode).
 
 Any method, datamodule or callback is chosen by ``class_path``; config fragments (method, data, trainer) compose
-with repeated ``--config``. TensorBoard is the default logger and a rich progress bar the default progress bar.
+with repeated ``--config``. TensorBoard is the default logger and a rich progress bar the default progress bar;
+``ForgettingMetrics``, ``UnlearningCost`` (with the time ratio to a configured ``RetrainComparison``'s oracle when
+its run time is recorded) and ``ModelCheckpoint(save_last=True)`` are added when not configured.
 At the end of ``fit`` a table summarises the metrics before and after unlearning, the unlearned classifier is
 exported as ``<log_dir>/classifier.pt`` (a raw state dict that ``load_classifier`` reads) and the split indices
 are in ``<log_dir>/splits.json``.
@@ -17,7 +19,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from rich.console import Console
 
-from lightning_unlearn.callbacks import ForgettingMetrics, SplitMetricsCallback, StageProgressBar
+from lightning_unlearn.callbacks import (
+    ForgettingMetrics,
+    RetrainComparison,
+    SplitMetricsCallback,
+    StageProgressBar,
+    UnlearningCost,
+)
+from lightning_unlearn.callbacks.cost import read_reference_time
 from lightning_unlearn.datamodules import UnlearningDataModule
 
 DEFAULT_LOG_DIR = "runs"
@@ -66,6 +75,8 @@ class UnlearnCLI(LightningCLI):
             isinstance(c, SplitMetricsCallback) for c in configured
         ):
             callbacks.append(ForgettingMetrics())
+        if not any(isinstance(c, UnlearningCost) for c in configured):
+            callbacks.append(UnlearningCost(reference_time_s=_reference_time(configured)))
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in configured
         ):
@@ -81,6 +92,17 @@ class UnlearnCLI(LightningCLI):
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             _print_summary(trainer, log_dir)
+
+
+def _reference_time(callbacks: list[Any]) -> float | None:
+    """The recorded time of a configured RetrainComparison's oracle, if one was recorded."""
+    for callback in callbacks:
+        if isinstance(callback, RetrainComparison):
+            try:
+                return read_reference_time(callback.reference_ckpt)
+            except (FileNotFoundError, ValueError):
+                return None
+    return None
 
 
 def _export_if_classifier(module: LightningModule, path: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,12 +132,14 @@ def pretrained_classifier(
             limit_val_batches=0,
             deterministic=True,
         )
+        start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
+        train_time = time.perf_counter() - start
     model.eval()
     test_acc = _accuracy(model, datamodule)
     model.train()
     export_classifier(model, str(path))
-    meta = {**key_fields, "test_accuracy": test_acc}
+    meta = {**key_fields, "test_accuracy": test_acc, "train_time_s": train_time}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     console.print(f"Original classifier ready: test accuracy {100 * test_acc:.1f}%")
     return model

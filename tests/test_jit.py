@@ -11,6 +11,7 @@ from lightning.pytorch import Trainer
 from torch import nn
 from trainers import exit_without_teardown, quiet_trainer
 
+from lightning_unlearn.callbacks import UnlearningCost
 from lightning_unlearn.datamodules import RandomRemoval
 from lightning_unlearn.datamodules.base import SplitDataset
 from lightning_unlearn.methods.jit import JiT
@@ -70,13 +71,14 @@ def test_jit_is_zero_shot_and_steps_once_per_forget_batch(preset, zero_grads, tm
 
     data = ZeroShotData(scenario=RandomRemoval(count=37), batch_size=8)
     method = JiT(tiny_model(), sigma=0.5, n_perturbations=3, optimizer=factory, preset=preset)
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path, callbacks=[UnlearningCost()])
     trainer.fit(method, datamodule=data)
     steps = math.ceil(37 / 8)
     assert trainer.global_step == steps
     assert optimizers[0].steps == steps
     assert optimizers[0].zero_grad_calls == zero_grads
     assert float(trainer.callback_metrics["cost/optimizer_steps"]) == steps
+    assert float(trainer.callback_metrics["cost/unlearn_time_s"]) > 0
     for name in ("jit/lipschitz_loss", "jit/ratio_mean", "jit/input_dist_mean", "jit/output_dist_mean"):
         assert name in trainer.callback_metrics
     with pytest.raises(AssertionError, match="retain"):

@@ -12,6 +12,7 @@ from lightning.pytorch import Trainer
 from torch import nn
 from trainers import exit_without_teardown, quiet_trainer
 
+from lightning_unlearn.callbacks import UnlearningCost
 from lightning_unlearn.datamodules import ClassRemoval, RandomRemoval
 from lightning_unlearn.methods.ssd import LFSSD, SSD, GlobalBatches, dampen_, per_rank_batch_size
 from lightning_unlearn.models import load_classifier
@@ -129,7 +130,7 @@ def test_ssd_edits_logs_and_refuses_a_second_fit(tmp_path):
     original = {k: v.clone() for k, v in model.state_dict().items()}
     method = SSD(model, alpha=1.0, lambda_=0.5, importance_batch_size=8)
     data = ToyDataModule(scenario=RandomRemoval(count=21), batch_size=5)
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path, callbacks=[UnlearningCost()])
     trainer.fit(method, datamodule=data)
     metrics = trainer.callback_metrics
     for name in (
@@ -145,7 +146,8 @@ def test_ssd_edits_logs_and_refuses_a_second_fit(tmp_path):
         "cost/optimizer_steps",
     ):
         assert name in metrics, name
-    assert float(metrics["cost/optimizer_steps"]) == 0.0
+    assert float(metrics["cost/optimizer_steps"]) == 0.0  # the edit is not an optimiser step
+    assert float(metrics["cost/unlearn_time_s"]) >= float(metrics["ssd/importance_forget_s"]) > 0
     assert 0 < float(metrics["ssd/selected_fraction"]) < 1
     # Batch counts: ceil(21 / 8) forget batches, ceil(100 / 8) full batches.
     assert method._counts == {"forget": 3, "retain+forget": 13}

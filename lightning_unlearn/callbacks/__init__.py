@@ -1,6 +1,7 @@
 """Lightning callbacks that own the forgetting metrics and membership-inference attacks."""
 
 from lightning_unlearn.callbacks.base import SplitMetricsCallback
+from lightning_unlearn.callbacks.cost import UnlearningCost
 from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
 from lightning_unlearn.callbacks.membership import MembershipInference
 from lightning_unlearn.callbacks.retrain_comparison import RetrainComparison
@@ -13,6 +14,7 @@ __all__ = [
     "RetrainComparison",
     "SplitMetricsCallback",
     "StageProgressBar",
+    "UnlearningCost",
     "collect_metrics",
     "metrics_table",
 ]

@@ -9,6 +9,7 @@ from lightning.pytorch import Callback
 from rich.table import Table
 
 from lightning_unlearn.callbacks.base import SplitMetricsCallback
+from lightning_unlearn.callbacks.cost import UnlearningCost
 
 __all__ = ["PERCENT_PREFIXES", "collect_metrics", "metrics_table"]
 
@@ -20,7 +21,8 @@ def collect_metrics(callbacks: Iterable[Callback]) -> tuple[dict[str, float], di
     """Merge the initial and final values of every metric callback.
 
     Args:
-        callbacks: E.g. ``trainer.callbacks``; callbacks other than :class:`SplitMetricsCallback` are ignored.
+        callbacks: E.g. ``trainer.callbacks``; :class:`SplitMetricsCallback` s give both, :class:`UnlearningCost`
+            its last ``cost/*`` values (final only); other callbacks are ignored.
 
     Returns:
         ``(initial, final)`` dicts of logged name to value.
@@ -31,6 +33,8 @@ def collect_metrics(callbacks: Iterable[Callback]) -> tuple[dict[str, float], di
         if isinstance(callback, SplitMetricsCallback):
             initial.update(callback.initial_metrics)
             final.update(callback.final_metrics)
+        elif isinstance(callback, UnlearningCost):
+            final.update(callback.last_values)
     return initial, final
 
 

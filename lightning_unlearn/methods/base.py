@@ -127,6 +127,11 @@ class UnlearningMethod(LightningModule):
         return {"logits": self(x).detach(), "target": y, "index": index}
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimiser steps taken so far in this fit (``cost/optimizer_steps``; 0 without a trainer)."""
+        return int(self.trainer.global_step) if self._trainer is not None else 0
+
     def method_generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the method's ``seed`` hyperparameter (or 0) plus ``offset``.
 
@@ -369,6 +374,12 @@ class MultiStageUnlearningMethod(UnlearningMethod):
             self.completed_stages.fill_(done + 1)
             if not stages[done].trains:
                 self._count_edit_as_step()
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimiser steps taken, without the one step counted for each statistics stage's edit."""
+        edits = sum(1 for stage in self.active_stages()[: int(self.completed_stages)] if not stage.trains)
+        return max(super().optimizer_steps - edits, 0)
 
     def _count_edit_as_step(self) -> None:
         """Count a statistics stage's edit as one step, so checkpointing and step logging see progress."""

@@ -5,7 +5,6 @@ Specification: ``jit_ssd.md`` §2 (method), §4 (distributed), §7 (quirks J1-J6
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -64,7 +63,7 @@ class JiT(GradientUnlearningMethod):
     sample and draws noise from a generator seeded by ``(seed, rank)``. Each switch overrides the preset.
 
     Logged per step: ``jit/lipschitz_loss``, ``jit/ratio_mean``, ``jit/input_dist_mean``,
-    ``jit/output_dist_mean``; at the end ``cost/unlearn_time_s`` and ``cost/optimizer_steps``.
+    ``jit/output_dist_mean`` (cost through :class:`~lightning_unlearn.callbacks.UnlearningCost`).
 
     Reference: J. Foster, K. Fogarty, S. Schoepf, Z. Dugue, C. Öztireli, A. Brintrup, "An Information Theoretic
     Approach to Machine Unlearning", TMLR 2025, arXiv:2402.01401; code ``jwf40/Information-Theoretic-Unlearning``.
@@ -140,8 +139,6 @@ class JiT(GradientUnlearningMethod):
         self._generator: torch.Generator | None = None
         self._global: GlobalBatches | None = None
         self._global_batch_size = 1
-        self._steps = 0
-        self._start: float | None = None
 
     # ------------------------------------------------------------------ data
     def _world_size(self) -> int:
@@ -166,15 +163,12 @@ class JiT(GradientUnlearningMethod):
             rank_zero_warn("JiT preset='reference' reproduces the single-process code; running on several processes")
         seed = int(self.hparams["seed"])
         self._generator = torch.Generator().manual_seed(seed * 1_000_003 + self.global_rank)
-        self._steps = 0
         self._global = None
         if world > 1:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "split_dataset"):
                 raise RuntimeError("JiT under DDP needs an UnlearningDataModule")
             self._global = GlobalBatches(datamodule, "forget", False, self._global_batch_size, self.global_rank, world)
-        self._sync()
-        self._start = time.perf_counter()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Lipschitz loss of one forget batch (times ``W`` under DDP, so averaging gives the global sum)."""
@@ -195,22 +189,11 @@ class JiT(GradientUnlearningMethod):
             self.log(f"jit/{key}", value, on_step=True, on_epoch=True, batch_size=n)
         return loss * self._world_size()
 
-    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Count optimiser steps (``cost/optimizer_steps``)."""
-        self._steps += 1
-
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Optimizer) -> None:
         """Zero gradients every step, or only before the first step with ``accumulate_grads`` (J1)."""
         if self.accumulate_grads and batch_idx > 0:
             return
         optimizer.zero_grad()
-
-    def on_train_epoch_end(self) -> None:
-        """Log the unlearning time and the number of optimiser steps."""
-        self._sync()
-        elapsed = time.perf_counter() - self._start if self._start is not None else 0.0
-        self.log("cost/unlearn_time_s", elapsed, on_step=False, on_epoch=True, batch_size=1)
-        self.log("cost/optimizer_steps", float(self._steps), on_step=False, on_epoch=True, batch_size=1)
 
     def default_optimizer(self, params: Iterable[nn.Parameter]) -> Optimizer:
         """Plain SGD with the method's ``lr`` (no momentum, no weight decay)."""
@@ -275,7 +258,3 @@ class JiT(GradientUnlearningMethod):
             "input_dist_mean": in_sum / count,
             "output_dist_mean": out_sum / count,
         }
-
-    def _sync(self) -> None:
-        if self._trainer is not None and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

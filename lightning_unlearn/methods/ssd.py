@@ -122,7 +122,8 @@ class SSD(OnePassUnlearningMethod):
 
     Logged: ``ssd/selected_fraction``, ``ssd/dampened_fraction``, ``ssd/zeroed_count``, ``ssd/beta_mean``,
     ``ssd/importance_forget_mean``, ``ssd/importance_full_mean``, ``ssd/importance_forget_s``,
-    ``ssd/importance_full_s``, ``cost/unlearn_time_s``, ``cost/optimizer_steps`` (always 0).
+    ``ssd/importance_full_s`` (the :class:`~lightning_unlearn.callbacks.UnlearningCost` callback logs
+    ``cost/unlearn_time_s`` and ``cost/optimizer_steps``, always 0).
 
     Reference: J. Foster, S. Schoepf, A. Brintrup, "Fast Machine Unlearning Without Retraining Through Selective
     Synaptic Dampening", AAAI 2024, arXiv:2308.07707; code ``if-loops/selective-synaptic-dampening``.
@@ -211,7 +212,6 @@ class SSD(OnePassUnlearningMethod):
         self._counts: dict[str, int] = {}
         self._sample_counts: dict[str, int] = {}
         self._seconds: dict[str, float] = {FORGET: 0.0, FULL: 0.0}
-        self._start: float | None = None
         self._global: dict[str, GlobalBatches] = {}
 
     def sample_losses(self, x: Tensor, y: Tensor | None) -> Tensor:
@@ -240,9 +240,7 @@ class SSD(OnePassUnlearningMethod):
         return out
 
     def on_train_epoch_start(self) -> None:
-        """Start the unlearning clock; under DDP, index this rank's shard of every global batch."""
-        self._sync()
-        self._start = time.perf_counter()
+        """Under DDP, index this rank's shard of every global batch."""
         self._global = {}
         world = self._world_size()
         if world > 1:
@@ -338,8 +336,6 @@ class SSD(OnePassUnlearningMethod):
             self.importance_full = self._finalise(FULL)
             self._save_full_importance()
         stats = self.dampen(self.importance_full, self.importance_forget)
-        self._sync()
-        elapsed = time.perf_counter() - self._start if self._start is not None else 0.0
         stats.update(
             {
                 "importance_forget_s": self._seconds[FORGET],
@@ -349,8 +345,6 @@ class SSD(OnePassUnlearningMethod):
         if self._trainer is not None:
             for key, value in stats.items():
                 self.log(f"{self.method_name}/{key}", float(value), on_step=False, on_epoch=True, batch_size=1)
-            self.log("cost/unlearn_time_s", elapsed, on_step=False, on_epoch=True, batch_size=1)
-            self.log("cost/optimizer_steps", 0.0, on_step=False, on_epoch=True, batch_size=1)
         self.edit_stats = stats
 
     def dampen(
