@@ -58,6 +58,7 @@ def pretrained_classifier(
     mode: Literal["pretrain", "retrain"] = "pretrain",
     scenario: Scenario | None = None,
     seed: int = 0,
+    train_seed: int | None = None,
     epochs: int | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
@@ -72,7 +73,9 @@ def pretrained_classifier(
         recipe: Embedded dataset recipe, one of ``RECIPES`` (``"mnist5k"``, ``"digits8x8"``).
         mode: ``"pretrain"`` (all training data) or ``"retrain"`` (retain set only; needs the scenario).
         scenario: The unlearning scenario (defines the retain set and any corrupted labels).
-        seed: Seed of the split and of training.
+        seed: Seed of the split and (unless ``train_seed`` is given) of training.
+        train_seed: Seed of the initialisation and of the shuffles, for several models on one split (the privacy
+            audit); ``None`` uses ``seed``.
         epochs: Training epochs; ``None`` uses the recipe's.
         cache_dir: Cache folder; ``None`` uses :func:`default_cache_dir`.
         progress: Show a progress bar while training.
@@ -88,7 +91,12 @@ def pretrained_classifier(
     n_epochs = spec.epochs if epochs is None else epochs
     if n_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {n_epochs!r}")
-    datamodule = spec.datamodule(scenario=scenario, seed=seed, mode=mode, batch_size=spec.batch_size)
+    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0):
+        raise ValueError(f"train_seed must be None or an integer >= 0, got {train_seed!r}")
+    init_seed = seed if train_seed is None else train_seed
+    datamodule = spec.datamodule(
+        scenario=scenario, seed=seed, mode=mode, batch_size=spec.batch_size, shuffle_seed=train_seed
+    )
     datamodule.setup("fit")
     record = datamodule.split_record()
     key_fields = {
@@ -102,6 +110,8 @@ def pretrained_classifier(
         "forget": record.get("forget_sha256") if mode == "retrain" else None,
         "noisy": record.get("noisy"),
     }
+    if train_seed is not None:  # absent otherwise, so earlier cache keys stay valid
+        key_fields["train_seed"] = train_seed
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{recipe}_{spec.arch}_{mode}_{key}.pt"
@@ -114,12 +124,13 @@ def pretrained_classifier(
     console = Console()
     console.print(f"Training the {mode} classifier '{spec.arch}' on {recipe} ({n_epochs} epochs); cached at {path}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(init_seed)
         model = load_classifier(spec.arch, num_classes, in_channels=in_channels, input_size=input_size)
+
         def adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
             return torch.optim.Adam(params, lr=spec.lr)
 
-        module = RetrainOracle(model, optimizer=adam, seed=seed) if mode == "retrain" else Classifier(model, adam)
+        module = RetrainOracle(model, optimizer=adam, seed=init_seed) if mode == "retrain" else Classifier(model, adam)
         trainer = Trainer(
             max_epochs=n_epochs,
             accelerator="cpu",
@@ -141,7 +152,8 @@ def pretrained_classifier(
     export_classifier(model, str(path))
     meta = {**key_fields, "test_accuracy": test_acc, "train_time_s": train_time}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    console.print(f"Original classifier ready: test accuracy {100 * test_acc:.1f}%")
+    kind = "Original" if mode == "pretrain" else "Retrained"
+    console.print(f"{kind} classifier ready: test accuracy {100 * test_acc:.1f}%")
     return model
 
 

@@ -158,6 +158,8 @@ class UnlearningDataModule(LightningDataModule):
     Args:
         scenario: What to forget; ``None`` removes class 0.
         seed: Split seed (integer ``>= 0``); also seeds labelled/retain subsets and loader shuffling.
+        shuffle_seed: Seed of the training loaders' shuffles (integer ``>= 0``); ``None`` uses ``seed``. Vary it
+            (with ``seed_everything``) to train several models on the same split, as the privacy audit does.
         mode: ``"unlearn"``, ``"pretrain"`` or ``"retrain"``.
         batch_size: Training batch size (a phase may override it).
         eval_batch_size: Evaluation batch size.
@@ -210,6 +212,7 @@ class UnlearningDataModule(LightningDataModule):
         preset: Preset = "corrected",
         request: int | None = None,
         pin_memory: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         # A split smaller than the number of processes leaves some ranks an empty evaluation loader.
@@ -220,6 +223,10 @@ class UnlearningDataModule(LightningDataModule):
             raise TypeError(f"scenario must be a Scenario (e.g. ClassRemoval([0])), got {scenario!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if shuffle_seed is not None and (
+            isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0
+        ):
+            raise ValueError(f"shuffle_seed must be None or an integer >= 0, got {shuffle_seed!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1)):
@@ -238,6 +245,7 @@ class UnlearningDataModule(LightningDataModule):
             raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
         self.scenario = scenario
         self.seed = seed
+        self.shuffle_seed = shuffle_seed
         self.mode: Mode = mode
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -605,7 +613,8 @@ class UnlearningDataModule(LightningDataModule):
 
     def _loader(self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str) -> DataLoader:
         # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
-        seed = self.seed * 1_000_003 + zlib.crc32(name.encode())
+        base = self.seed if self.shuffle_seed is None else self.shuffle_seed
+        seed = base * 1_000_003 + zlib.crc32(name.encode())
         world_size = int(self._trainer_attr("world_size", 1))
         sampler: Sampler[int] | None = None
         if world_size > 1:

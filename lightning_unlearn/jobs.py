@@ -1,0 +1,227 @@
+"""Many independent training jobs in parallel processes, resumable, with a progress bar.
+
+Used by the privacy audit and the benchmark: each job writes one result file, and a job whose result file exists
+is not run again, so an interrupted command picks up where it stopped. Jobs run in ``workers`` spawned processes;
+each process gets an equal share of the CPU threads and, when CUDA devices are visible, one device (round robin),
+so models train in parallel over the available processes and devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+__all__ = ["Job", "JobError", "cli_fit", "default_workers", "quiet_output", "run_jobs"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: ``function(*args)`` must write ``result`` (a file) when it succeeds.
+
+    Args:
+        name: Short name shown in the progress bar and in errors.
+        result: The file the job writes last; its existence marks the job done.
+        function: A module-level (picklable) function.
+        args: Its positional arguments (picklable).
+        log: File receiving the job's stdout and stderr; ``None``: ``result`` with the suffix ``.log``.
+    """
+
+    name: str
+    result: Path
+    function: Callable[..., None]
+    args: tuple[Any, ...] = field(default_factory=tuple)
+    log: Path | None = None
+
+    @property
+    def log_file(self) -> Path:
+        """Where the job's output goes."""
+        return self.log if self.log is not None else self.result.with_suffix(".log")
+
+
+class JobError(RuntimeError):
+    """A job failed; the message names it and ends with the tail of its log."""
+
+
+def default_workers() -> int:
+    """One worker per CUDA device when there are several, else up to 2 CPU workers (never more than the cores)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return int(torch.cuda.device_count())
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int = 1,
+    description: str = "jobs",
+    console: Console | None = None,
+) -> list[Path]:
+    """Run the jobs whose result is missing, ``workers`` at a time, and return every job's result path.
+
+    Args:
+        jobs: The jobs (their result files must be distinct).
+        workers: Parallel processes; 1 runs the jobs in this process (no spawn overhead, easy debugging).
+        description: Label of the progress bar.
+        console: Console of the progress bar.
+
+    Raises:
+        ValueError: If ``workers < 1`` or two jobs share a result file.
+        JobError: When a job fails or does not write its result (the other running jobs finish first).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    results = [job.result for job in jobs]
+    if len(set(results)) != len(results):
+        raise ValueError("every job needs its own result file")
+    pending = [job for job in jobs if not job.result.exists()]
+    console = console or Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=len(jobs), completed=len(jobs) - len(pending))
+        if workers == 1 or len(pending) <= 1:
+            for job in pending:
+                _run_one(job)
+                _check_result(job)
+                progress.advance(task)
+            return results
+        _run_parallel(pending, min(workers, len(pending)), lambda: progress.advance(task))
+    return results
+
+
+def _run_parallel(pending: Sequence[Job], workers: int, advance: Callable[[], None]) -> None:
+    context = multiprocessing.get_context("spawn")  # CUDA-safe, and no inherited state
+    slots = context.Queue()
+    for slot in range(workers):
+        slots.put((slot, workers))
+    failure: JobError | None = None
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(slots,)) as pool:
+        queue = list(pending)
+        running: dict[Future[None], Job] = {}
+        while queue or running:
+            while queue and len(running) < workers and failure is None:
+                job = queue.pop(0)
+                running[pool.submit(_run_one, job)] = job
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                try:
+                    future.result()
+                    _check_result(job)
+                except JobError as error:
+                    failure = failure or error
+                except Exception as error:  # a worker that died (e.g. out of memory)
+                    failure = failure or JobError(f"job {job.name!r} failed: {error!r}{_log_tail(job)}")
+                else:
+                    advance()
+            if failure is not None:
+                queue.clear()
+    if failure is not None:
+        raise failure
+
+
+def _init_worker(slots: Any) -> None:
+    """Give this worker its share of the threads and, with CUDA, one device."""
+    slot, workers = slots.get()
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(slot % torch.cuda.device_count())
+
+
+def _run_one(job: Job) -> None:
+    job.log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with quiet_output(job.log_file):
+            job.function(*job.args)
+    except Exception as error:
+        with open(job.log_file, "a") as handle:
+            traceback.print_exc(file=handle)
+        raise JobError(f"job {job.name!r} failed: {error!r}{_log_tail(job)}") from error
+
+
+def _check_result(job: Job) -> None:
+    if not job.result.exists():
+        raise JobError(f"job {job.name!r} finished without writing {job.result}{_log_tail(job)}")
+
+
+def _log_tail(job: Job, lines: int = 15) -> str:
+    try:
+        tail = job.log_file.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\n--- last lines of {job.log_file} ---\n" + "\n".join(tail)
+
+
+@contextlib.contextmanager
+def quiet_output(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so also C code and loggers) to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def cli_fit(configs: Sequence[str], overrides: Sequence[str], run_dir: Path) -> Any:
+    """Run ``lightning-unlearn fit`` in this process with logs and checkpoints under ``run_dir``.
+
+    No logger and no progress bar; the library's callbacks (metrics, cost, ``ModelCheckpoint(save_last=True)``)
+    stay. When ``run_dir/checkpoints/last.ckpt`` exists (an interrupted run), the fit resumes from it.
+
+    Args:
+        configs: Config files, composed in order.
+        overrides: Further ``--key=value`` arguments.
+        run_dir: The run's folder (``default_root_dir``).
+
+    Returns:
+        The CLI object (``.model``, ``.trainer``, ``.datamodule``).
+    """
+    from lightning_unlearn.main import UnlearnCLI
+
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
+    args += [
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={run_dir}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *overrides,
+    ]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        args.append(f"--ckpt_path={last}")
+    return UnlearnCLI(args=args)
