@@ -65,6 +65,33 @@ def pretrained_classifier(
 ) -> nn.Module:
     """The original classifier (``mode="pretrain"``) or retrain oracle (``"retrain"``) of an embedded dataset.
 
+    Trained with the recipe's defaults on first use and cached (see :func:`pretrained_checkpoint`, same
+    arguments); later calls load the weights with ``weights_only=True``.
+
+    Returns:
+        The trained classifier, on CPU.
+    """
+    path = pretrained_checkpoint(recipe, mode, scenario, seed, train_seed, epochs, cache_dir, progress)
+    spec = RECIPES[recipe]
+    datamodule = spec.datamodule(scenario=scenario, seed=seed, mode=mode)
+    channels, height, width = datamodule.input_shape
+    return load_classifier(
+        spec.arch, datamodule.num_classes, str(path), in_channels=int(channels), input_size=(int(height), int(width))
+    )
+
+
+def pretrained_checkpoint(
+    recipe: str = "mnist5k",
+    mode: Literal["pretrain", "retrain"] = "pretrain",
+    scenario: Scenario | None = None,
+    seed: int = 0,
+    train_seed: int | None = None,
+    epochs: int | None = None,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """The cached weights file of an embedded dataset's original classifier or retrain oracle, trained if missing.
+
     Trained with the recipe's defaults on first use and cached under ``cache_dir``, keyed by everything that
     changes the weights: recipe, mode, seed, epochs, the forget set (retrain oracle) and the corrupted labels
     (noisy-label scenario, whose original model is trained on the corrupted set).
@@ -81,7 +108,8 @@ def pretrained_classifier(
         progress: Show a progress bar while training.
 
     Returns:
-        The trained classifier, on CPU.
+        The path of the raw state dict (``<name>.pt``, with ``<name>.json`` recording the key fields, the test
+        accuracy and the training time ``train_time_s``).
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
@@ -119,7 +147,7 @@ def pretrained_classifier(
     in_channels = datamodule.input_shape[0]
     input_size = (int(datamodule.input_shape[1]), int(datamodule.input_shape[2]))
     if path.exists():
-        return load_classifier(spec.arch, num_classes, str(path), in_channels=in_channels, input_size=input_size)
+        return path
 
     console = Console()
     console.print(f"Training the {mode} classifier '{spec.arch}' on {recipe} ({n_epochs} epochs); cached at {path}")
@@ -154,7 +182,7 @@ def pretrained_classifier(
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     kind = "Original" if mode == "pretrain" else "Retrained"
     console.print(f"{kind} classifier ready: test accuracy {100 * test_acc:.1f}%")
-    return model
+    return path
 
 
 @torch.no_grad()
