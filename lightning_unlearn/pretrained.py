@@ -89,6 +89,7 @@ def pretrained_checkpoint(
     epochs: int | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    train: bool = True,
 ) -> Path:
     """The cached weights file of an embedded dataset's original classifier or retrain oracle, trained if missing.
 
@@ -106,6 +107,7 @@ def pretrained_checkpoint(
         epochs: Training epochs; ``None`` uses the recipe's.
         cache_dir: Cache folder; ``None`` uses :func:`default_cache_dir`.
         progress: Show a progress bar while training.
+        train: Train when the file is missing; ``False`` only returns the path where it is (or would be) cached.
 
     Returns:
         The path of the raw state dict (``<name>.pt``, with ``<name>.json`` recording the key fields, the test
@@ -146,7 +148,7 @@ def pretrained_checkpoint(
     num_classes = datamodule.num_classes
     in_channels = datamodule.input_shape[0]
     input_size = (int(datamodule.input_shape[1]), int(datamodule.input_shape[2]))
-    if path.exists():
+    if path.exists() or not train:
         return path
 
     console = Console()

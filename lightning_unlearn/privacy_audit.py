@@ -250,9 +250,7 @@ def run_audit(
     eval_path = out / "eval_data.pt"
     if not eval_path.exists():
         materialise_eval_data(datamodule, eval_path)
-    setup = AuditSetup(
-        eval_path, recipe_name, datamodule.scenario, int(datamodule.seed), epochs, cache_dir, bn_mode
-    )
+    setup = AuditSetup(eval_path, recipe_name, datamodule.scenario, int(datamodule.seed), epochs, cache_dir, bn_mode)
 
     if retrain_configs:
         retrain = ModelSource("config", configs=tuple(str(c) for c in retrain_configs))
@@ -420,34 +418,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-example privacy audit (epsilon estimate and NeurIPS-2023 challenge score) of an unlearning "
         "method against retrained models.",
     )
-    parser.add_argument("--subject", choices=SUBJECTS, default=None, help="what to audit (default: 'method' with "
-                        "--config, else 'original')")
-    parser.add_argument("--config", action="append", default=[], help="config of the unlearning run (repeatable); "
-                        "its datamodule defines the split")
-    parser.add_argument("--retrain-config", action="append", default=[], help="config of the retrain oracle "
-                        "(needed for datamodules without an embedded recipe)")
+    parser.add_argument(
+        "--subject",
+        choices=SUBJECTS,
+        default=None,
+        help="what to audit (default: 'method' with --config, else 'original')",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="config of the unlearning run (repeatable); its datamodule defines the split",
+    )
+    parser.add_argument(
+        "--retrain-config",
+        action="append",
+        default=[],
+        help="config of the retrain oracle (needed for datamodules without an embedded recipe)",
+    )
     parser.add_argument("--models", type=int, default=32, help="models per group (default 32)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: 2 on CPU, one per "
-                        "GPU)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: 2 on CPU, one per GPU)")
     parser.add_argument("--out", default=None, help="output folder (default audits/<subject>)")
     parser.add_argument("--delta", type=float, default=0.05, help="delta of the epsilon estimate (default 0.05)")
     parser.add_argument("--challenge-delta", type=float, default=1e-5, help="delta of the challenge score")
     parser.add_argument("--recipe", default="mnist5k", help="embedded dataset without --config (default mnist5k)")
     parser.add_argument("--forget-fraction", type=float, default=0.1, help="random forget fraction without --config")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs of recipe models (default: the "
-                        "recipe's)")
-    parser.add_argument("--cache-dir", default=None, help="cache of recipe models (default "
-                        "$LIGHTNING_UNLEARN_CACHE or ~/.cache/lightning-unlearn)")
-    parser.add_argument("--bn-mode", choices=BN_MODES, default="eval", help="BatchNorm mode of the evaluation "
-                        "('train' replicates the paper)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs of recipe models (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache of recipe models (default $LIGHTNING_UNLEARN_CACHE or ~/.cache/lightning-unlearn)",
+    )
+    parser.add_argument(
+        "--bn-mode",
+        choices=BN_MODES,
+        default="eval",
+        help="BatchNorm mode of the evaluation ('train' replicates the paper)",
+    )
     return parser
 
 
-def main(args: Sequence[str] | None = None) -> AuditResult:
+def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-unlearn-audit``."""
     ns = build_parser().parse_args(args)
     subject = ns.subject or ("method" if ns.config else "original")
-    return run_audit(
+    run_audit(
         subject=subject,
         configs=ns.config,
         retrain_configs=ns.retrain_config,
