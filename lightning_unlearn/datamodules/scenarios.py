@@ -604,7 +604,7 @@ class RandomRemoval(Scenario):
         if n >= pool.numel():
             raise ValueError(
                 f"{type(self).__name__}: cannot forget {n} samples out of {pool.numel()} available: the retain set "
-                "would be empty (count must be < N)"
+                f"would be empty ({self._fields[-1]} must be < N)"
             )
         return RequestSplit(take(n, pool, seed).sort().values, scenario_type=self.type_name)
 

@@ -2,13 +2,22 @@
 
 Each reads torchvision's on-disk format under ``root``; ``prepare_data`` downloads only when ``download=True``.
 The arrays torchvision exposes (``.data``) are kept in memory as one uint8 tensor, so no image is decoded per item.
+
+Hostile or damaged files: MNIST idx files are checked (magic number, sizes) before torchvision parses them, and
+CIFAR batches are unpickled by :class:`_CIFARUnpickler`, which only resolves the numpy globals a CIFAR batch holds
+(torchvision's own reader calls ``pickle.load`` and would run any code a crafted file carries). A damaged file
+raises :class:`DatasetCorruptError` naming it.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +39,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR20DataModule",
     "CIFAR100DataModule",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "FashionMNISTDataModule",
     "MNISTDataModule",
@@ -49,6 +59,96 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset files are missing or unreadable under ``root``."""
 
 
+class DatasetCorruptError(DatasetNotFoundError):
+    """A dataset file exists but is truncated, garbage or refused (a pickle referencing code); it names the file."""
+
+
+def _corrupt(owner: str, dataset: str, path: Path, problem: str) -> DatasetCorruptError:
+    return DatasetCorruptError(
+        f"{owner}: the {dataset!r} file {str(path)!r} {problem}. The dataset folder {str(path.parent)!r} is damaged: "
+        "delete it and download the dataset again (data.init_args.download: true), or point root at a good copy."
+    )
+
+
+# ------------------------------------------------------------------------------------------------ MNIST idx files
+_IDX_UBYTE = 0x08
+
+
+def _check_idx_file(owner: str, dataset: str, path: Path, ndim: int) -> int:
+    """Check an uncompressed idx file (uint8 data, ``ndim`` dims) against its header; return its item count."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = fh.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim:
+        raise _corrupt(owner, dataset, path, f"is truncated ({size} bytes, shorter than its header)")
+    magic = int.from_bytes(header[:4], "big")
+    if magic != (_IDX_UBYTE << 8) | ndim:
+        raise _corrupt(
+            owner, dataset, path, f"is not an idx file of uint8 with {ndim} dimension(s) (magic number {magic:#010x})"
+        )
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        what = "is truncated" if size < expected else "has trailing bytes"
+        shape = " x ".join(map(str, dims))
+        raise _corrupt(owner, dataset, path, f"{what}: {size} bytes, its header announces {shape} = {expected} bytes")
+    return dims[0]
+
+
+# ------------------------------------------------------------------------------------------------ CIFAR pickles
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy array globals of a CIFAR batch; anything else is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+        if module.startswith("numpy.core."):  # numpy >= 2 renamed numpy.core to numpy._core
+            try:
+                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core.") :]), name)
+            except ImportError:  # pragma: no cover - numpy < 2
+                pass
+        return getattr(importlib.import_module(module), name)
+
+
+def _read_cifar_batch(owner: str, dataset: str, path: Path) -> tuple[np.ndarray, list[int]]:
+    """Unpickle one CIFAR batch safely and check its content: ``(data N x 3072 uint8, labels)``."""
+    try:
+        with open(path, "rb") as fh:
+            entry = _CIFARUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        if "is not allowed in a CIFAR batch" in str(err):
+            raise _corrupt(
+                owner, dataset, path, f"was refused: {err} (unpickling it could run arbitrary code)"
+            ) from err
+        raise _corrupt(owner, dataset, path, f"is not a readable CIFAR batch ({err})") from err
+    except Exception as err:  # EOFError (truncated), ValueError, TypeError, MemoryError, ...
+        raise _corrupt(owner, dataset, path, f"is not a readable CIFAR batch ({type(err).__name__}: {err})") from err
+    if not isinstance(entry, dict) or "data" not in entry:
+        raise _corrupt(owner, dataset, path, "holds no CIFAR batch (a dict with 'data' and labels)")
+    data = entry["data"]
+    labels = entry.get("labels", entry.get("fine_labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise _corrupt(owner, dataset, path, f"holds 'data' of {got}, expected uint8 rows of 3072 pixels")
+    if not isinstance(labels, list | tuple | np.ndarray) or len(labels) != len(data):
+        count = len(labels) if isinstance(labels, list | tuple | np.ndarray) else type(labels).__name__
+        raise _corrupt(owner, dataset, path, f"holds {len(data)} images but labels {count}")
+    return data, [int(v) for v in labels]
+
+
 class TorchvisionDataModule(UnlearningDataModule):
     """Base of the torchvision-backed datamodules.
 
@@ -63,12 +163,6 @@ class TorchvisionDataModule(UnlearningDataModule):
         self.root = str(root)
         self.download = bool(download)
 
-    def prepare_data(self) -> None:
-        """Download the dataset when ``download=True`` (rank 0 only, by Lightning); otherwise do nothing."""
-        if self.download:
-            for split in ("train", "test"):
-                self._dataset(split, download=True, relaxed=False)
-
     def load_raw(self) -> RawData:  # noqa: D102
         return self._to_raw(self._open("train"), self._open("test"))
 
@@ -78,16 +172,44 @@ class TorchvisionDataModule(UnlearningDataModule):
     def _to_raw(self, train: Any, test: Any) -> RawData:
         raise NotImplementedError
 
+    def prepare_data(self) -> None:
+        """Download the dataset when ``download=True`` (rank 0 only, by Lightning); otherwise do nothing."""
+        if self.download:
+            for split in ("train", "test"):
+                try:
+                    self._dataset(split, download=True, relaxed=False)
+                except DatasetCorruptError:
+                    raise
+                except Exception as err:
+                    raise self._not_loaded(split, err) from err
+
+    def split_files(self, split: str) -> list[Path]:
+        """The files torchvision reads for ``split`` (``"train"`` or ``"test"``), named in error messages."""
+        return []
+
     def _open(self, split: str) -> Any:
-        root = Path(self.root).expanduser().resolve()
         try:
             return self._dataset(split, download=False, relaxed=True)
+        except DatasetCorruptError:
+            raise
         except Exception as err:  # torchvision raises RuntimeError, OSError, pickle and scipy errors
-            raise DatasetNotFoundError(
-                f"{type(self).__name__}: could not load the {split} split of {self.dataset_name!r} from "
-                f"{str(root)!r} ({type(err).__name__}: {err}). Set download=True (data.init_args.download: true) "
-                "to fetch it, or point root at a folder holding the torchvision files."
-            ) from err
+            raise self._not_loaded(split, err) from err
+
+    def _not_loaded(self, split: str, err: Exception) -> DatasetNotFoundError:
+        root = Path(self.root).expanduser().resolve()
+        files = self.split_files(split)
+        missing = [str(f) for f in files if not f.is_file()]
+        if files and not missing:
+            state = f"its files {[str(f) for f in files]} exist but could not be parsed: they are truncated or corrupt"
+            advice = "Delete them and download the dataset again (data.init_args.download: true)"
+        else:
+            state = f"missing files: {missing}" if missing else "the files are missing or unreadable"
+            advice = "Set download=True (data.init_args.download: true) to fetch it"
+        return DatasetNotFoundError(
+            f"{type(self).__name__}: could not load the {split} split of {self.dataset_name!r} from {str(root)!r} "
+            f"({type(err).__name__}: {err}); {state}. {advice}, or point root at a folder holding the torchvision "
+            "files."
+        )
 
 
 def _from_uint8_hwc(data: Any) -> Tensor:
@@ -111,7 +233,20 @@ class MNISTDataModule(TorchvisionDataModule):
 
         return MNIST
 
+    def split_files(self, split: str) -> list[Path]:
+        """The uncompressed idx files under ``root/<MNIST|FashionMNIST>/raw`` (images, labels)."""
+        raw = Path(self.root).expanduser() / self._factory().__name__ / "raw"
+        prefix = "train" if split == "train" else "t10k"
+        return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+
     def _dataset(self, split: str, *, download: bool, relaxed: bool) -> Any:
+        images, labels = self.split_files(split)
+        if images.is_file() and labels.is_file():  # torchvision never replaces existing files, even to download
+            owner = type(self).__name__
+            n_images = _check_idx_file(owner, self.dataset_name, images, 3)
+            n_labels = _check_idx_file(owner, self.dataset_name, labels, 1)
+            if n_images != n_labels:
+                raise _corrupt(owner, self.dataset_name, labels, f"holds {n_labels} labels for {n_images} images")
         return self._factory()(self.root, train=split == "train", download=download)
 
     def _to_raw(self, train: Any, test: Any) -> RawData:
@@ -135,21 +270,6 @@ class FashionMNISTDataModule(MNISTDataModule):
         return FashionMNIST
 
 
-def _relaxed_cifar(base: type) -> type:
-    """A torchvision CIFAR class that checks files exist instead of their MD5 (parse errors still surface)."""
-
-    class _Relaxed(base):  # type: ignore[valid-type,misc]
-        def _check_integrity(self) -> bool:
-            folder = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(folder, name)) for name, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            self.classes: list[str] = []
-            self.class_to_idx: dict[str, int] = {}
-
-    return _Relaxed
-
-
 class CIFAR10DataModule(TorchvisionDataModule):
     """CIFAR-10 (50,000 / 10,000, 3 x 32 x 32); default stats are Precision's/L2UL's."""
 
@@ -164,9 +284,22 @@ class CIFAR10DataModule(TorchvisionDataModule):
 
         return CIFAR10
 
+    def split_files(self, split: str) -> list[Path]:
+        """The pickled batches of ``split`` under ``root/<base_folder>``."""
+        factory: Any = self._factory()
+        names = factory.train_list if split == "train" else factory.test_list
+        return [Path(self.root).expanduser() / factory.base_folder / name for name, _ in names]
+
     def _dataset(self, split: str, *, download: bool, relaxed: bool) -> Any:
-        factory = _relaxed_cifar(self._factory()) if relaxed else self._factory()
-        return factory(self.root, train=split == "train", download=download)
+        if not relaxed:  # downloading: torchvision checks the MD5 of every file before it unpickles them
+            return self._factory()(self.root, train=split == "train", download=download)
+        files = self.split_files(split)
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"missing {missing}")
+        batches = [_read_cifar_batch(type(self).__name__, self.dataset_name, f) for f in files]
+        data = np.vstack([d for d, _ in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return SimpleNamespace(data=data, targets=[y for _, labels in batches for y in labels])
 
     def _to_raw(self, train: Any, test: Any) -> RawData:
         return RawData(
@@ -221,6 +354,10 @@ class SVHNDataModule(TorchvisionDataModule):
     native_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
     default_mean: ClassVar[tuple[float, ...] | None] = SVHN_MEAN
     default_std: ClassVar[tuple[float, ...] | None] = SVHN_STD
+
+    def split_files(self, split: str) -> list[Path]:
+        """``root/<split>_32x32.mat``."""
+        return [Path(self.root).expanduser() / f"{split}_32x32.mat"]
 
     def _dataset(self, split: str, *, download: bool, relaxed: bool) -> Any:
         from torchvision.datasets import SVHN

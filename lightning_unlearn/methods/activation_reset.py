@@ -16,6 +16,7 @@ from lightning_unlearn.methods.base import (
     OptimizerCallable,
     Stage,
     check_choice,
+    check_integer,
 )
 from lightning_unlearn.methods.precision_common import (
     ACTRESET_SEED_OFFSET,
@@ -99,8 +100,8 @@ class ActivationReset(_PrecisionMultiStage):
             raise ValueError(f"toll must be in (0, 1), got {toll!r}")
         if not 0.0 < retain_fraction <= 1.0:
             raise ValueError(f"retain_fraction must be in (0, 1], got {retain_fraction!r}")
-        if retain_sample_size is not None and (isinstance(retain_sample_size, bool) or retain_sample_size < 1):
-            raise ValueError(f"retain_sample_size must be an integer >= 1 or None, got {retain_sample_size!r}")
+        check_integer("retain_sample_size", retain_sample_size, 1, optional=True)
+        check_integer("seed", seed, optional=True)
         if layers is not None:
             check_choice("layers", layers, ("all_conv", "name_conv"))
         if retain_mean_divisor is not None:

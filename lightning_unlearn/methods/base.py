@@ -10,6 +10,11 @@
   hybrid, pruning + finetune).
 * :class:`OnePassUnlearningMethod`: a single statistics stage with no optimiser; statistics are reduced across
   ranks and the edit is applied once (SSD, activation statistics).
+
+Every method shares one guard against non-finite values (:attr:`UnlearningMethod.check_finite`, on by default):
+gradients are checked before each optimiser step (the step is not applied), parameters after it (before any
+callback can save them) and after each stage end (an edit producing NaN/inf is undone). The guard raises
+:class:`FloatingPointError`; the run stops before anything is written.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch.optim import Optimizer
 from lightning_unlearn.datamodules.phases import Phase, phase_at, plan_epochs
 
 _PLAIN = (bool, int, float, str, type(None))
+_POST_STEP_HOOK = "_lightning_unlearn_finite_check"
 DataMode = Literal["unlearn", "pretrain", "retrain"]
 
 
@@ -42,6 +48,33 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, Mapping):
         return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return False
+
+
+def _all_finite(tensors: Sequence[Tensor]) -> bool:
+    """Whether every element of every tensor is finite, in one fused pass and a single host sync.
+
+    The fast path is ``torch._foreach_norm`` (L2, the fastest fused norm on CPU and GPU): a norm is NaN/inf when an
+    element is. A sum of squares can also overflow for huge finite values, so a non-finite norm is confirmed
+    element-wise (the slow path runs only then).
+    """
+    dense = [t for t in tensors if not t.is_sparse]
+    exact = [t.coalesce().values() for t in tensors if t.is_sparse]  # checked element-wise
+    if dense:
+        norms = torch._foreach_norm(dense)
+        device = norms[0].device
+        if not bool(torch.isfinite(torch.stack([n.to(device, torch.float32) for n in norms])).all()):
+            exact += dense
+    return all(bool(torch.isfinite(t).all()) for t in exact)
+
+
+def _non_finite_names(named: Iterable[tuple[str, Tensor]]) -> list[str]:
+    """Names of the tensors holding a NaN or inf (the slow, per-tensor check run only after a failure)."""
+    return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _name_list(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class UnlearningMethod(LightningModule):
@@ -58,11 +91,19 @@ class UnlearningMethod(LightningModule):
             inputs only.
         train_splits: Training split names served in each dict batch (default plan).
         data_modes: Datamodule modes the method accepts.
+        check_finite: Stop the run with :class:`FloatingPointError` on a NaN/inf gradient (checked before each
+            optimiser step, which is then not applied), parameter (checked after each step, before any callback
+            saves it) or edit result (checked after each stage end, the edit undone). Default ``True``; set it
+            to ``False`` on a subclass or instance to turn the guard off. Under 16-bit mixed precision with a
+            gradient scaler, inf gradients are the scaler's business (it skips the step) and only parameters
+            are checked. Cost per step: two fused norm passes (the stepped gradients, then the stepped
+            parameters), about 2 ms each for an 11M-parameter ResNet-18 on a CPU.
     """
 
     needs_labels: ClassVar[bool] = True
     train_splits: ClassVar[tuple[str, ...]] = ("forget", "retain")
     data_modes: ClassVar[tuple[str, ...]] = ("unlearn",)
+    check_finite: bool = True
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -125,6 +166,99 @@ class UnlearningMethod(LightningModule):
         x, y = batch[0], batch[1]
         index = batch[2] if len(batch) > 2 else torch.arange(len(x), device=x.device)
         return {"logits": self(x).detach(), "target": y, "index": index}
+
+    # ------------------------------------------------------------------ non-finite guard
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Refuse to apply an optimiser step whose gradients hold NaN/inf (see :attr:`check_finite`).
+
+        Runs in automatic and manual optimisation alike (after backward, before ``optimizer.step``). It also
+        installs, once per optimiser, a post-step hook that checks the updated parameters before any callback
+        (e.g. ``ModelCheckpoint``) can save them.
+
+        Raises:
+            FloatingPointError: If a gradient of a parameter about to be stepped is not finite.
+        """
+        if not self.check_finite:
+            return
+        self._install_post_step_check(optimizer)
+        if getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None:
+            return  # the AMP grad scaler skips steps with inf gradients and lowers its scale
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if _all_finite([p.grad for p in params]):
+            return
+        names = self._parameter_names()
+        bad = _non_finite_names((names.get(id(p), "<unnamed>"), p.grad) for p in params)
+        already = _non_finite_names(self.named_parameters()) + _non_finite_names(self.named_buffers())
+        state = (
+            f"Note: {_name_list(already)} already held NaN/inf before this step (an earlier step, the forward pass "
+            "of this batch or the classifier given), so the weights in memory are not usable."
+            if already
+            else "The step was not applied: the weights in memory are those after the last good step."
+        )
+        raise FloatingPointError(
+            f"{self._guard_where()}: non-finite gradient (NaN/inf) of {_name_list(bad)}; the run stopped. {state} "
+            "Nothing was saved after the last good step: the last checkpoint and the original classifier file "
+            "are untouched. Lower the learning rate, check the loss and the data for NaN/inf, or clip gradients "
+            "(trainer.gradient_clip_val)."
+        )
+
+    def _install_post_step_check(self, optimizer: Optimizer) -> None:
+        if not hasattr(optimizer, "register_step_post_hook"):  # not a torch optimiser (e.g. a DeepSpeed engine)
+            return
+        if getattr(optimizer, _POST_STEP_HOOK, None) is None:  # marked on the optimiser: one hook per optimiser
+            setattr(optimizer, _POST_STEP_HOOK, optimizer.register_step_post_hook(self._check_parameters_after_step))
+
+    def _check_parameters_after_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        """Post-step hook: the stepped parameters must be finite (finite gradients can still overflow)."""
+        if not self.check_finite:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if _all_finite(params):
+            return
+        names = self._parameter_names()
+        bad = _non_finite_names((names.get(id(p), "<unnamed>"), p) for p in params)
+        raise FloatingPointError(
+            f"{self._guard_where()}: the optimiser step made {_name_list(bad)} non-finite (NaN/inf) although the "
+            "gradients were finite (the update overflowed: learning rate too large?); the run stopped. The "
+            "weights in memory are not usable, but nothing was saved after this step: the last checkpoint and "
+            "the original classifier file are untouched."
+        )
+
+    def _check_finite_after_edit(self, what: str, snapshot: Mapping[str, Tensor]) -> None:
+        """Undo an in-place edit of the classifier (restore ``snapshot``) that left NaN/inf in it, then raise."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if _all_finite(tensors):
+            return
+        bad = _non_finite_names(self.model.named_parameters()) + _non_finite_names(self.model.named_buffers())
+        with torch.no_grad():
+            self.model.load_state_dict(snapshot)
+        bad_names = _name_list([f"model.{n}" for n in bad])
+        raise FloatingPointError(
+            f"{self._guard_where(stepping=False)}: {what} made {bad_names} non-finite (NaN/inf); the run stopped. "
+            "The edit was undone: the weights in memory are those before it. Nothing was saved after it: the last "
+            "checkpoint and the original classifier file are untouched."
+        )
+
+    def _parameter_names(self) -> dict[int, str]:
+        return {id(p): name for name, p in self.named_parameters()}
+
+    def _guard_stage_name(self) -> str | None:
+        """Name of the running stage for the guard's messages (``None``: the method has no stages)."""
+        return None
+
+    def _guard_where(self, stepping: bool = True) -> str:
+        """Where the guard fired: ``Method (stage 'x') at epoch E, optimiser step S``.
+
+        ``stepping``: ``S`` is the step being taken (numbered from 1); otherwise ``after S optimiser step(s)``.
+        """
+        where = type(self).__name__
+        if self._trainer is None:
+            return where
+        stage = self._guard_stage_name()
+        where += f" (stage {stage!r})" if stage else ""
+        steps = int(self.trainer.global_step)
+        step = f"optimiser step {steps + 1}" if stepping else f"after {steps} optimiser step(s)"
+        return f"{where} at epoch {self.current_epoch}, {step}"
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -366,14 +500,30 @@ class MultiStageUnlearningMethod(UnlearningMethod):
             s.epochs for s in self.active_stages()
         )
 
+    def _guard_stage_name(self) -> str | None:
+        """Name of the stage running at the current epoch (``None`` when out of the declared stages)."""
+        try:
+            return self.current_stage.name
+        except (IndexError, ValueError):
+            return None
+
     def _finish_stages_before(self, index: int) -> None:
         stages = self.active_stages()
         while int(self.completed_stages) < min(index, len(stages)):
             done = int(self.completed_stages)
-            self.stage_end(stages[done])
+            self._end_stage_checked(stages[done])
             self.completed_stages.fill_(done + 1)
             if not stages[done].trains:
                 self._count_edit_as_step()
+
+    def _end_stage_checked(self, stage: Stage) -> None:
+        """Run :meth:`stage_end`; with :attr:`check_finite`, undo and raise if it left NaN/inf in the classifier."""
+        if not self.check_finite:
+            self.stage_end(stage)
+            return
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.stage_end(stage)
+        self._check_finite_after_edit(f"the end of stage {stage.name!r} (its edit)", snapshot)
 
     @property
     def optimizer_steps(self) -> int:
@@ -435,6 +585,15 @@ class OnePassUnlearningMethod(MultiStageUnlearningMethod):
             self.apply_edit()
         self.fitted.fill_(True)
 
+    def _end_stage_checked(self, stage: Stage) -> None:
+        """As the base, and an edit undone by the non-finite guard leaves the model marked not fitted."""
+        fitted = bool(self.fitted)
+        try:
+            super()._end_stage_checked(stage)
+        except FloatingPointError:
+            self.fitted.fill_(fitted)
+            raise
+
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
@@ -442,6 +601,15 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_integer(name: str, value: Any, minimum: int = 0, *, optional: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``, or ``None`` if ``optional``."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        suffix = " or None" if optional else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -15,6 +15,7 @@ from lightning_unlearn.methods.base import (
     GradientUnlearningMethod,
     LRSchedulerCallable,
     OptimizerCallable,
+    check_integer,
     check_positive,
 )
 
@@ -204,7 +205,7 @@ class RandomLabel(_SGDDefaults):
         self._check_sgd(lr, momentum, weight_decay)
         check_positive("forget_weight", forget_weight)
         check_positive("retain_weight", retain_weight, allow_zero=True)
-        check_positive("seed", seed, allow_zero=True)
+        check_integer("seed", seed)
         classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
         if not isinstance(classes, int) or classes < 2:
             raise ValueError(

@@ -14,7 +14,7 @@ from lightning_unlearn.methods.base import (
     GradientUnlearningMethod,
     LRSchedulerCallable,
     OptimizerCallable,
-    check_positive,
+    check_integer,
 )
 
 
@@ -94,7 +94,7 @@ class RetrainOracle(Classifier):
         reinitialize: bool = True,
         seed: int = 0,
     ) -> None:
-        check_positive("seed", seed, allow_zero=True)
+        check_integer("seed", seed)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler, label_smoothing=label_smoothing)
         if reinitialize:
             with torch.random.fork_rng(devices=[]):

@@ -20,6 +20,7 @@ from lightning_unlearn.methods.base import (
     GradientUnlearningMethod,
     OptimizerCallable,
     check_choice,
+    check_integer,
     check_positive,
 )
 from lightning_unlearn.methods.importance import (
@@ -217,8 +218,20 @@ class L2UL(GradientUnlearningMethod):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if len(clip_range) != 2 or not float(clip_range[0]) < float(clip_range[1]):
+        if (
+            not isinstance(clip_range, tuple | list)
+            or len(clip_range) != 2
+            or not float(clip_range[0]) < float(clip_range[1])
+        ):
             raise ValueError(f"clip_range must be (lo, hi) with lo < hi, got {clip_range!r}")
+        if relabel_targets is not None:
+            if not isinstance(relabel_targets, tuple | list) or not relabel_targets:
+                raise ValueError(f"relabel_targets must be a non-empty list of class ids, got {relabel_targets!r}")
+            for target in relabel_targets:
+                check_integer("relabel_targets entries", target, 0)
+            if max(relabel_targets) >= num_classes:
+                raise ValueError(f"relabel_targets must lie in [0, {num_classes}), got {relabel_targets!r}")
+        check_integer("adv_target_classes", adv_target_classes, 2, optional=True)
         if adv_target_classes is not None and not 2 <= adv_target_classes <= num_classes:
             raise ValueError(f"adv_target_classes must be None or in [2, {num_classes}], got {adv_target_classes!r}")
         super().__init__(model, optimizer=optimizer)

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_unlearn.datamodules.phases import Phase
-from lightning_unlearn.methods.base import MultiStageUnlearningMethod, Stage, check_choice, check_positive
+from lightning_unlearn.methods.base import (
+    MultiStageUnlearningMethod,
+    Stage,
+    check_choice,
+    check_integer,
+    check_positive,
+)
 from lightning_unlearn.models.cut import head_parameters, resolve_head_name
 from lightning_unlearn.models.vae import RepresentationVAE
 
@@ -208,7 +214,8 @@ class LAF(MultiStageUnlearningMethod):
         for name, value in (("latent_dim", latent_dim), ("vae_epochs", vae_epochs), ("unlearn_epochs", unlearn_epochs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if repair and (isinstance(repair_epochs, bool) or not isinstance(repair_epochs, int) or repair_epochs < 1):
+        check_integer("repair_epochs", repair_epochs, 0)
+        if repair and repair_epochs < 1:
             raise ValueError(f"repair_epochs must be an integer >= 1 when repair=True, got {repair_epochs!r}")
         for lr_name, lr in (("vae_lr", vae_lr), ("lr_ue", lr_ue), ("lr_ra", lr_ra), ("repair_lr", repair_lr)):
             check_positive(lr_name, lr)
@@ -218,7 +225,10 @@ class LAF(MultiStageUnlearningMethod):
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-        self._head_name = resolve_head_name(model, head_name)
+        try:
+            self._head_name = resolve_head_name(model, head_name)
+        except ValueError as err:
+            raise ValueError(f"head_name={head_name!r}: {err}") from None
         self._factories = {
             "vae_all": vae_optimizer,
             "vae_forget": vae_optimizer,

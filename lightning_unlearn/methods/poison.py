@@ -21,6 +21,7 @@ from lightning_unlearn.methods.base import (
     LRSchedulerCallable,
     OptimizerCallable,
     check_choice,
+    check_integer,
 )
 from lightning_unlearn.methods.precision_common import (
     PrecisionStage,
@@ -136,6 +137,7 @@ class Poison(_PoisonBase):
     ) -> None:
         _check_common("corrected", momentum, weight_decay, lr=lr)
         _check_epochs("epochs", epochs)
+        check_integer("seed", seed, optional=True)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
 
     def train_plan(self, max_epochs: int) -> list[Phase]:
@@ -206,6 +208,7 @@ class PoisonFull(_PoisonBase):
     ) -> None:
         _check_common(preset, momentum, weight_decay, lr=lr)
         _check_epochs("epochs", epochs)
+        check_integer("seed", seed, optional=True)
         check_choice("schedule", schedule, ("cosine", "constant"))
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.shuffle: bool = bool(_resolve(shuffle, preset, True, False))
@@ -309,6 +312,7 @@ class Hybrid(_PrecisionMultiStage):
         _check_common(preset, momentum, weight_decay, forget_lr=forget_lr, retain_lr=retain_lr)
         _check_epochs("forget_epochs", forget_epochs)
         _check_epochs("retain_epochs", retain_epochs)
+        check_integer("seed", seed, optional=True)
         super().__init__(
             model, _stage_optimizers(poison_optimizer=poison_optimizer, recover_optimizer=recover_optimizer)
         )

@@ -183,7 +183,7 @@ def _check_common(preset: str, momentum: float, weight_decay: float, **lrs: floa
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     check_positive("weight_decay", weight_decay, allow_zero=True)
     for name, lr in lrs.items():
-        check_positive(name, lr, allow_zero=True)
+        check_positive(name, lr)
 
 
 def _num_classes(model: nn.Module) -> int:

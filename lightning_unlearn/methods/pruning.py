@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lightning_unlearn.methods.base import (
     OptimizerCallable,
     Stage,
+    check_integer,
     check_positive,
 )
 from lightning_unlearn.methods.precision_common import (
@@ -164,6 +165,7 @@ class Pruning(_PruningBase):
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
     ) -> None:
+        check_integer("seed", seed, optional=True)
         super().__init__(
             model,
             overfit_lr,
@@ -225,6 +227,7 @@ class PruningLast(_PruningBase):
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
     ) -> None:
+        check_integer("seed", seed, optional=True)
         super().__init__(
             model,
             overfit_lr,
@@ -309,12 +312,12 @@ class PruningComplex(_PruningBase):
         overfit_retain_sample_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
     ) -> None:
+        check_integer("seed", seed, optional=True)
         if retain_overfit_lr is not None:
             check_positive("retain_overfit_lr", retain_overfit_lr, allow_zero=True)
         if not 0.0 < retain_fraction <= 1.0:
             raise ValueError(f"retain_fraction must be in (0, 1], got {retain_fraction!r}")
-        if retain_sample_size is not None and (isinstance(retain_sample_size, bool) or retain_sample_size < 1):
-            raise ValueError(f"retain_sample_size must be an integer >= 1 or None, got {retain_sample_size!r}")
+        check_integer("retain_sample_size", retain_sample_size, 1, optional=True)
         super().__init__(
             model,
             overfit_lr,

@@ -159,6 +159,8 @@ class SSD(OnePassUnlearningMethod):
             raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
         if importance_batch_size < 1:
             raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
+        if full_importance_path is not None and (not isinstance(full_importance_path, str) or not full_importance_path):
+            raise ValueError(f"full_importance_path must be a file path or None, got {full_importance_path!r}")
         super().__init__(model)
         self.alpha = float(alpha)
         self.lambda_ = float(lambda_)
@@ -194,12 +196,22 @@ class SSD(OnePassUnlearningMethod):
         """Load a cached ``I_D`` (when ``full_importance_path`` exists), then install the plan."""
         path = self.full_importance_path
         if stage == "fit" and path is not None and Path(path).is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            names = {n for n, _ in self.model.named_parameters()}
-            if not isinstance(state, Mapping) or set(state) != names:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # refused globals (UnpicklingError), truncated zip (RuntimeError), EOFError
                 raise ValueError(
-                    f"{path} does not hold one importance tensor per parameter of the classifier "
-                    f"(expected keys {sorted(names)})"
+                    f"cannot read the cached full-set importance {path} ({type(err).__name__}: {err}); it must be a "
+                    "file written by SSD (plain tensors only, loaded with weights_only=True); delete it to recompute it"
+                ) from err
+            params = dict(self.model.named_parameters())
+            if (
+                not isinstance(state, Mapping)
+                or set(state) != set(params)
+                or any(not isinstance(v, Tensor) or v.shape != params[k].shape for k, v in state.items())
+            ):
+                raise ValueError(
+                    f"{path} does not hold one importance tensor per parameter of the classifier, shaped like it "
+                    f"(expected keys {sorted(params)}); delete it to recompute it"
                 )
             self._cached_full = {k: v.detach().to(torch.float32) for k, v in state.items()}
         super().setup(stage)
