@@ -224,4 +224,9 @@ def cli_fit(configs: Sequence[str], overrides: Sequence[str], run_dir: Path) -> 
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         args.append(f"--ckpt_path={last}")
-    return UnlearnCLI(args=args)
+    argv = sys.argv
+    sys.argv = argv[:1]  # the calling command's own arguments are not this run's
+    try:
+        return UnlearnCLI(args=args)
+    finally:
+        sys.argv = argv

@@ -64,6 +64,18 @@ class UnlearnCLI(LightningCLI):
             parser.set_defaults({"weights_only": True})
         return parser
 
+    def _parse_ckpt_path(self) -> None:
+        """Read the hyperparameters of a given ``ckpt_path`` (``weights_only``); a bad file is named in the error."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as error:  # unpickling refusals, truncated zip archives, unreadable files
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            raise ValueError(
+                f"cannot use checkpoint {path}: it is truncated or corrupt, or holds objects other than tensors and "
+                f"plain values (refused: loading it could run code). Details: {type(error).__name__}: {error}"
+            ) from error
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         callbacks = list(callbacks)
         configured = list(config.get("callbacks") or []) + callbacks

@@ -101,10 +101,21 @@ def test_cli_refuses_a_malicious_ckpt_path(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     evil = _evil_checkpoint(tmp_path / "evil.ckpt", marker)
     config = _config(tmp_path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(ValueError, match=f"cannot use checkpoint {evil}.*refused"):
         main(["fit", "--config", str(config), "--ckpt_path", str(evil)])
     assert not marker.exists()
     _assert_no_classifier_exported(tmp_path)
+
+
+def test_cli_names_a_truncated_resume_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path)
+    main(["fit", "--config", str(config)])
+    last = next(tmp_path.rglob("last.ckpt"))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"cannot use checkpoint {truncated}.*truncated"):
+        main(["fit", "--config", str(config), "--ckpt_path", str(truncated)])
 
 
 def test_cli_refuses_a_malicious_classifier_checkpoint_in_the_config(tmp_path, monkeypatch):
