@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 
 
 def quiet_trainer(tmp_path: Any, **overrides: Any) -> Trainer:
@@ -64,3 +64,22 @@ def exit_without_teardown() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by :class:`CrashAt` to stop a run as a killed process would (no further hook runs)."""
+
+
+class CrashAt(Callback):
+    """Raises :class:`SimulatedCrash` before training batch ``batch`` of epoch ``epoch`` (a killed run).
+
+    With ``batch >= 1`` the crash comes in the middle of the epoch, after some of its steps were taken.
+    """
+
+    def __init__(self, epoch: int, batch: int = 1) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SimulatedCrash(f"simulated crash at epoch {self.epoch}, batch {self.batch}")
