@@ -611,7 +611,9 @@ class UnlearningDataModule(LightningDataModule):
     def _epoch(self) -> int:
         return int(self._trainer_attr("current_epoch", 0))
 
-    def _loader(self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str) -> DataLoader:
+    def _loader(
+        self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str, unrepeated: bool = False
+    ) -> DataLoader:
         # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
         base = self.seed if self.shuffle_seed is None else self.shuffle_seed
         seed = base * 1_000_003 + zlib.crc32(name.encode())
@@ -621,7 +623,8 @@ class UnlearningDataModule(LightningDataModule):
             # Our own distributed sampler (Lightning does not re-wrap it): it honours the phase's ``shuffle``
             # (Lightning's injected one always shuffles) and gives every rank the same number of batches.
             rank = int(self._trainer_attr("global_rank", 0))
-            distributed: DistributedSampler[int] = DistributedSampler(
+            sampler_type = UnrepeatedDistributedSampler if unrepeated else DistributedSampler
+            distributed: DistributedSampler[int] = sampler_type(
                 dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
             )
             distributed.set_epoch(self._epoch())
@@ -661,7 +664,7 @@ class UnlearningDataModule(LightningDataModule):
                 sample_size=phase.sample_size,
             )
             batch_size = phase.batch_size or self.batch_size
-            loaders[name] = self._loader(dataset, batch_size, phase.shuffle, name)
+            loaders[name] = self._loader(dataset, batch_size, phase.shuffle, name, unrepeated=phase.unrepeated)
         return CombinedLoader(loaders, mode=phase.mode)
 
     def _pretrain_dataset(self) -> SplitDataset:

@@ -31,6 +31,9 @@ class Phase:
         labelled: Whether elements carry labels; ``None`` uses the datamodule's ``labelled``.
         with_index: Append each sample's position in its split to every element.
         sample_size: Size of ``retain_sample`` when the phase uses it.
+        unrepeated: Under DDP give every sample to exactly one rank (no padding duplicates), for statistics
+            passes that must count each sample once; ranks may then see one batch more or less, so use it only
+            for phases without gradient synchronisation. Ignored on one process.
     """
 
     epochs: int
@@ -41,6 +44,7 @@ class Phase:
     labelled: bool | None = None
     with_index: bool = False
     sample_size: int | None = None
+    unrepeated: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:

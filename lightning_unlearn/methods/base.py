@@ -453,6 +453,20 @@ class MultiStageUnlearningMethod(UnlearningMethod):
             optimizers = [optimizers]
         return optimizers[position]
 
+    def setup(self, stage: str) -> None:
+        """As the base; under DDP also let DDP tolerate parameters that a stage does not use.
+
+        Stages train different parts (LAF's VAEs then the extractor; pruning's overfit copy then the classifier),
+        so each step leaves some parameters without gradient, which plain DDP rejects. The flag is set on the
+        trainer's DDP strategy before it wraps the module (a user-given ``find_unused_parameters`` is kept).
+        """
+        super().setup(stage)
+        if stage != "fit" or self._trainer is None or self.trainer.world_size < 2:
+            return
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
+        if isinstance(ddp_kwargs, dict):
+            ddp_kwargs.setdefault("find_unused_parameters", True)
+
     def on_fit_start(self) -> None:
         """Refuse to run the stages again on a module that already ran them (unless resuming)."""
         if int(self.completed_stages) > 0 and self.trainer.ckpt_path is None:

@@ -264,6 +264,18 @@ class L2UL(GradientUnlearningMethod):
                     self.l2ul_anchor.register_buffer("theta0__" + _param_key(name), p.detach().clone())
                     self.l2ul_anchor.register_buffer("omega__" + _param_key(name), torch.ones_like(p))
 
+    #: Buffers whose size depends on the request (empty until the first batch).
+    _REQUEST_BUFFERS: tuple[str, ...] = ("forget_x", "adv_x", "forget_labels", "forget_goal", "adv_y", "adv_src")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Size the request buffers as stored before loading (checkpoints, results of spawned DDP processes)."""
+        for name in self._REQUEST_BUFFERS:
+            stored = state_dict.get(prefix + name)
+            current = getattr(self, name)
+            if isinstance(stored, Tensor) and stored.shape != current.shape:
+                setattr(self, name, torch.empty(stored.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ------------------------------------------------------------------ train
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """The forget split, in order, unaugmented, batch ``forget_batch_size``, with sample indices."""

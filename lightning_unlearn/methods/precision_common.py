@@ -328,6 +328,7 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
                 labelled=False,
                 shuffle=False,
                 sample_size=self.sample_size(),
+                unrepeated=True,  # every sample counted once under DDP
             )
         raise ValueError(f"unknown stage data {spec.data!r}")
 

@@ -1,0 +1,69 @@
+"""Run method configs with 2 CPU processes (``strategy=ddp_fork``) through the CLI; used by ``test_ddp_methods.py``.
+
+``python ddp_methods_script.py --out DIR NAME [NAME ...]`` prepares each method's tiny config (as the reliability
+matrix does) under ``DIR/NAME``, fits it on 2 processes and writes ``DIR/NAME/result.json`` (world size, epochs,
+logged metrics). The unlearned classifier is ``DIR/NAME/ddp/classifier.pt``. One Python process runs every
+config, so the interpreter starts once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_reliability import _prepare  # noqa: E402
+from trainers import exit_without_teardown  # noqa: E402
+
+from lightning_unlearn.main import main as cli_main  # noqa: E402
+
+#: Methods whose statistics pass must give the same edit on 1 and 2 processes: they read every training batch.
+STATISTICS = ("SSD", "LFSSD", "ActivationReset")
+
+
+def prepare(name: str, folder: Path) -> Path:
+    """The tiny config of ``name`` (statistics methods see all their batches) under ``folder``."""
+    import yaml
+
+    config, _ = _prepare(name, folder)
+    if name in STATISTICS:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["trainer"]["limit_train_batches"] = 1.0
+        config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def run(name: str, out: Path) -> None:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = prepare(name, folder)
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--trainer.default_root_dir={folder / 'ddp'}",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp_fork",
+        ]
+    )
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    result = {"world_size": cli.trainer.world_size, "config": str(config), "metrics": metrics}
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("names", nargs="+")
+    args = parser.parse_args()
+    for name in args.names:
+        run(name, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
+    exit_without_teardown()
