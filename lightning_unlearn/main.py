@@ -150,5 +150,10 @@ def main(args: Any = None, run: bool = True) -> UnlearnCLI:
     return UnlearnCLI(args=args, run=run)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point ``lightning-unlearn``: runs :func:`main` and exits 0 on success (an error exits non-zero)."""
     main()
+
+
+if __name__ == "__main__":
+    run()

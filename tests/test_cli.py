@@ -228,6 +228,27 @@ def test_module_entry_point_runs(tmp_path):
     assert result.returncode == 0 and "fit" in result.stdout
 
 
+def test_console_scripts_exit_zero_after_a_successful_run(tmp_path, monkeypatch):
+    """The installed scripts call these with ``sys.exit(f())``: anything but None would exit 1 after success."""
+    from lightning_unlearn import benchmark, privacy_audit
+    from lightning_unlearn import main as main_module
+
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    scripts = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', section, flags=re.M))
+    assert scripts == {
+        "lightning-unlearn": "lightning_unlearn.main:run",
+        "lightning-unlearn-audit": "lightning_unlearn.privacy_audit:main",
+        "lightning-unlearn-benchmark": "lightning_unlearn.benchmark:main",
+    }
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    monkeypatch.setattr("sys.argv", ["lightning-unlearn", "fit", "--config", str(config)])
+    assert main_module.run() is None
+    assert inspect.signature(privacy_audit.main).return_annotation in (None, "None")
+    assert inspect.signature(benchmark.main).return_annotation in (None, "None")
+
+
 _ = np  # numpy is used by the data factories
 
 
