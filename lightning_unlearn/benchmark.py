@@ -29,7 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lightning_unlearn.jobs import Job, cli_fit, default_workers, run_jobs
+from lightning_unlearn.jobs import Job, cli_fit, default_workers, import_class, run_jobs, takes_seed
 
 __all__ = ["METHODS", "SCENARIOS", "MethodPreset", "main", "run_benchmark"]
 
@@ -148,25 +148,14 @@ class RunSpec:
 
 # ---------------------------------------------------------------------------------------------- configs
 def _scenario_object(scenario: str) -> Any:
-    import importlib
-
     spec = SCENARIOS[scenario]
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**spec["init_args"])
+    return import_class(spec["class_path"])(**spec["init_args"])
 
 
 def _runs_on(method: str, scenario: str, explicit: bool) -> bool:
     """Whether ``method`` runs on ``scenario``: always when methods were named, else on its default scenarios."""
     supported = METHODS[method].scenarios
     return explicit or supported is None or scenario in supported
-
-
-def _takes_seed(class_path: str) -> bool:
-    import importlib
-    import inspect
-
-    module, name = class_path.rsplit(".", 1)
-    return "seed" in inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
 
 
 def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,7 +170,7 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
         "model": {"class_path": "lightning_unlearn.pretrained.pretrained_classifier", "init_args": dict(original_args)}
     }
     init_args.update(preset.arguments(spec.scenario))
-    if _takes_seed(preset.class_path):
+    if takes_seed(import_class(preset.class_path)):
         init_args["seed"] = spec.seed
     max_epochs = preset.max_epochs
     callbacks = [

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["Job", "JobError", "cli_fit", "default_workers", "quiet_output", "run_jobs"]
+__all__ = ["Job", "JobError", "cli_fit", "default_workers", "import_class", "quiet_output", "run_jobs", "takes_seed"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,21 @@ def quiet_output(path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def import_class(class_path: str) -> type:
+    """The class named by a ``class_path`` (``"package.module.Name"``)."""
+    import importlib
+
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def takes_seed(cls: type) -> bool:
+    """Whether ``cls`` (e.g. a method class) takes a ``seed`` argument, which a job then sets to its own seed."""
+    import inspect
+
+    return "seed" in inspect.signature(cls).parameters
 
 
 def cli_fit(configs: Sequence[str], overrides: Sequence[str], run_dir: Path) -> Any:

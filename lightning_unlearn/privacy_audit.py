@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from lightning_unlearn.jobs import Job, cli_fit, default_workers, run_jobs
+from lightning_unlearn.jobs import Job, cli_fit, default_workers, run_jobs, takes_seed
 from lightning_unlearn.metrics.audit import (
     challenge_epsilon,
     challenge_score,
@@ -186,10 +185,6 @@ def materialise_eval_data(datamodule: Any, path: Path) -> None:
     torch.save(data, path)
 
 
-def _method_takes_seed(model: Any) -> bool:
-    return "seed" in inspect.signature(type(model).__init__).parameters
-
-
 def _config_datamodule(configs: Sequence[str]) -> tuple[Any, bool]:
     """The datamodule of the configs and whether their method takes a seed (builds the original model once)."""
     from lightning_unlearn.main import UnlearnCLI
@@ -198,7 +193,7 @@ def _config_datamodule(configs: Sequence[str]) -> tuple[Any, bool]:
     for config in configs:
         args += ["--config", str(config)]
     cli = UnlearnCLI(args=args, run=False)
-    return cli.datamodule, _method_takes_seed(cli.model)
+    return cli.datamodule, takes_seed(type(cli.model))
 
 
 # ---------------------------------------------------------------------------------------------- the audit
