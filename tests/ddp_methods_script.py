@@ -21,7 +21,10 @@ from trainers import exit_without_teardown  # noqa: E402
 from lightning_unlearn.main import main as cli_main  # noqa: E402
 
 #: Methods whose statistics pass must give the same edit on 1 and 2 processes: they read every training batch.
-STATISTICS = ("SSD", "LFSSD", "ActivationReset")
+STATISTICS = ("SSD", "LFSSD", "ActivationReset", "Pruning", "PruningLast", "PruningComplex")
+#: Of those, the methods whose edit comes from overfit copies trained on global batches; their finetune stage is
+#: dropped (``retain_epochs: 0``) so that the saved classifier is the edit itself.
+OVERFIT_EDITS = ("Pruning", "PruningLast", "PruningComplex")
 
 
 def prepare(name: str, folder: Path) -> Path:
@@ -32,6 +35,11 @@ def prepare(name: str, folder: Path) -> Path:
     if name in STATISTICS:
         cfg = yaml.safe_load(config.read_text())
         cfg["trainer"]["limit_train_batches"] = 1.0
+        if name in OVERFIT_EDITS:
+            cfg["model"]["init_args"]["retain_epochs"] = 0
+            config.write_text(yaml.safe_dump(cfg))
+            stages = cli_main(["--config", str(config)], run=False).model.active_stages()
+            cfg["trainer"]["max_epochs"] = sum(stage.epochs for stage in stages)
         config.write_text(yaml.safe_dump(cfg))
     return config
 

@@ -22,8 +22,10 @@ from lightning_unlearn.datamodules import (
     NoisyLabels,
     Phase,
     RandomRemoval,
+    ReplicatedDistributedSampler,
     SubclassRemoval,
     UnrepeatedDistributedSampler,
+    global_batch_share,
     global_batch_shards,
     take,
 )
@@ -316,6 +318,48 @@ def test_global_batch_shards():
     shards = [global_batch_shards(11, 4, r, 2) for r in range(2)]
     assert shards[0] == [[0, 2], [4, 6], [8, 10]] and shards[1] == [[1, 3], [5, 7], [9]]
     assert global_batch_shards(1, 4, 1, 2) == [[]]
+
+
+def test_global_batch_phase_gives_every_rank_the_one_process_order():
+    plan = [Phase(epochs=3, splits=("forget",), labelled=True, global_batches=True)]
+
+    def batches(world_size: int, rank: int, epoch: int) -> list[list[int]]:
+        dm = ToyDataModule(scenario=KInstances(11), batch_size=4)
+        dm.trainer = fake_trainer(world_size=world_size, rank=rank, epoch=epoch)  # type: ignore[assignment]
+        dm.setup("fit")
+        dm.set_train_plan(plan)
+        loader = dm.train_dataloader().iterables["forget"]
+        if world_size > 1:
+            assert isinstance(loader.sampler, ReplicatedDistributedSampler)
+        return [train_index_of(x).tolist() for x, _ in loader]
+
+    for epoch in (0, 2):
+        single = batches(1, 0, epoch)
+        assert [len(b) for b in single] == [4, 4, 3]
+        assert batches(2, 0, epoch) == single and batches(2, 1, epoch) == single
+    assert batches(1, 0, 0) != batches(1, 0, 2), "each epoch has its own order"
+    with pytest.raises(ValueError, match="exclude each other"):
+        Phase(epochs=1, unrepeated=True, global_batches=True)
+
+
+def test_global_batch_share_weights_give_the_one_process_gradient():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 3)
+    x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    full = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y), net.weight)[0]
+    for world in (2, 3):
+        grads = []
+        for rank in range(world):
+            part, weight = global_batch_share(len(y), rank, world)
+            assert weight == world / 7
+            loss = torch.nn.functional.cross_entropy(net(x[part]), y[part], reduction="sum") * weight
+            grads.append(torch.autograd.grad(loss, net.weight)[0])
+        assert torch.allclose(torch.stack(grads).mean(0), full, atol=1e-6)  # what DDP's all-reduce average gives
+    assert [list(range(3))[global_batch_share(3, r, 4)[0]] for r in range(4)] == [[0], [1], [2], []]
+    with pytest.raises(ValueError):
+        global_batch_share(0, 0, 2)
+    with pytest.raises(ValueError):
+        global_batch_share(4, 2, 2)
 
 
 # --------------------------------------------------------------------------------------------------- noisy / continual

@@ -23,6 +23,10 @@ EDIT_STATS = (
     "ssd/zeroed_count",
     "actreset/channels_reset",
     "actreset/channel_fraction",
+    "prune/reset_count",
+    "prune/reset_fraction",
+    "prune/mask_forget_fraction",
+    "prune/mask_retain_fraction",
 )
 
 

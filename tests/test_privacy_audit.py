@@ -96,8 +96,22 @@ def test_method_audit_in_two_worker_processes(tmp_path):
     cache = tmp_path / "cache"
     config = _method_config(tmp_path, cache)
     out = tmp_path / "method"
-    main(["--config", str(config), "--models", "2", "--workers", "2", "--epochs", "2", "--out", str(out),
-          "--cache-dir", str(cache)])
+    main(
+        [
+            "--config",
+            str(config),
+            "--models",
+            "2",
+            "--workers",
+            "2",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+        ]
+    )
     method = [torch.load(p, weights_only=True)["forget_logits"] for p in _model_files(out, "method")]
     assert len(method) == 2 and not torch.equal(method[0], method[1])  # the method's seed varies
     for seed in range(2):

@@ -132,9 +132,7 @@ def _svc_efficacy(logits: dict[str, np.ndarray], data) -> float:
     from sklearn.svm import SVC
 
     test = "test_retain" if "test_retain" in data else "test"
-    conf = {
-        name: _np_softmax(logits[name])[np.arange(len(y)), y.numpy()][:, None] for name, (_, y) in data.items()
-    }
+    conf = {name: _np_softmax(logits[name])[np.arange(len(y)), y.numpy()][:, None] for name, (_, y) in data.items()}
     n = min(len(conf["retain"]), len(conf[test]))
     x = np.concatenate([conf["retain"][:n], conf[test]])
     labels = np.concatenate([np.ones(n), np.zeros(len(conf[test]))])

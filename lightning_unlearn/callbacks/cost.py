@@ -40,8 +40,7 @@ def read_reference_time(reference_ckpt: str | Path) -> float:
             raise ValueError(f"{candidate} records no positive run time (unlearn_time_s / train_time_s): {value!r}")
         return float(value)
     raise FileNotFoundError(
-        f"no recorded run time for {path}: expected {candidates[0]} or {candidates[1]} "
-        "(pass reference_time_s instead)"
+        f"no recorded run time for {path}: expected {candidates[0]} or {candidates[1]} (pass reference_time_s instead)"
     )
 
 

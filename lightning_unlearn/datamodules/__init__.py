@@ -24,7 +24,12 @@ from lightning_unlearn.datamodules.classes import (
 )
 from lightning_unlearn.datamodules.embedded import Digits8x8DataModule, MNIST5kDataModule, positional_test_mask
 from lightning_unlearn.datamodules.phases import PHASE_MODES, Phase, phase_at, plan_epochs
-from lightning_unlearn.datamodules.samplers import UnrepeatedDistributedSampler, global_batch_shards
+from lightning_unlearn.datamodules.samplers import (
+    ReplicatedDistributedSampler,
+    UnrepeatedDistributedSampler,
+    global_batch_shards,
+    global_batch_share,
+)
 from lightning_unlearn.datamodules.scenarios import (
     ClassFraction,
     ClassRemoval,
@@ -95,10 +100,12 @@ __all__ = [
     "SubclassRemoval",
     "TorchvisionDataModule",
     "UnlearningDataModule",
+    "ReplicatedDistributedSampler",
     "UnrepeatedDistributedSampler",
     "build_eval_transform",
     "build_train_transform",
     "floor_fraction",
+    "global_batch_share",
     "global_batch_shards",
     "indices_sha256",
     "phase_at",

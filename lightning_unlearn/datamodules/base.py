@@ -21,7 +21,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lightning_unlearn.datamodules.phases import Phase, phase_at
-from lightning_unlearn.datamodules.samplers import EpochRandomSampler, UnrepeatedDistributedSampler
+from lightning_unlearn.datamodules.samplers import (
+    EpochRandomSampler,
+    ReplicatedDistributedSampler,
+    UnrepeatedDistributedSampler,
+)
 from lightning_unlearn.datamodules.scenarios import (
     PRESETS,
     ClassRemoval,
@@ -612,7 +616,13 @@ class UnlearningDataModule(LightningDataModule):
         return int(self._trainer_attr("current_epoch", 0))
 
     def _loader(
-        self, dataset: SplitDataset, batch_size: int, shuffle: bool, name: str, unrepeated: bool = False
+        self,
+        dataset: SplitDataset,
+        batch_size: int,
+        shuffle: bool,
+        name: str,
+        unrepeated: bool = False,
+        global_batches: bool = False,
     ) -> DataLoader:
         # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
         base = self.seed if self.shuffle_seed is None else self.shuffle_seed
@@ -623,7 +633,11 @@ class UnlearningDataModule(LightningDataModule):
             # Our own distributed sampler (Lightning does not re-wrap it): it honours the phase's ``shuffle``
             # (Lightning's injected one always shuffles) and gives every rank the same number of batches.
             rank = int(self._trainer_attr("global_rank", 0))
-            sampler_type = UnrepeatedDistributedSampler if unrepeated else DistributedSampler
+            sampler_type: type[DistributedSampler[int]] = DistributedSampler
+            if unrepeated:
+                sampler_type = UnrepeatedDistributedSampler
+            elif global_batches:  # every rank walks the one-process order; the method takes its share
+                sampler_type = ReplicatedDistributedSampler
             distributed: DistributedSampler[int] = sampler_type(
                 dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
             )
@@ -664,7 +678,14 @@ class UnlearningDataModule(LightningDataModule):
                 sample_size=phase.sample_size,
             )
             batch_size = phase.batch_size or self.batch_size
-            loaders[name] = self._loader(dataset, batch_size, phase.shuffle, name, unrepeated=phase.unrepeated)
+            loaders[name] = self._loader(
+                dataset,
+                batch_size,
+                phase.shuffle,
+                name,
+                unrepeated=phase.unrepeated,
+                global_batches=phase.global_batches,
+            )
         return CombinedLoader(loaders, mode=phase.mode)
 
     def _pretrain_dataset(self) -> SplitDataset:

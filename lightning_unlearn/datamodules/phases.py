@@ -34,6 +34,10 @@ class Phase:
         unrepeated: Under DDP give every sample to exactly one rank (no padding duplicates), for statistics
             passes that must count each sample once; ranks may then see one batch more or less, so use it only
             for phases without gradient synchronisation. Ignored on one process.
+        global_batches: Under DDP serve every rank the whole one-process batch sequence (same order, same batch
+            size); the method trains on its share of each batch with a share-weighted loss
+            (:func:`~lightning_unlearn.datamodules.samplers.global_batch_share`), so the phase's outcome does not depend
+            on the number of processes. Ignored on one process; exclusive with ``unrepeated``.
     """
 
     epochs: int
@@ -45,6 +49,7 @@ class Phase:
     with_index: bool = False
     sample_size: int | None = None
     unrepeated: bool = False
+    global_batches: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -57,6 +62,8 @@ class Phase:
             raise ValueError(f"Phase.batch_size must be >= 1 or None, got {self.batch_size!r}")
         if self.sample_size is not None and self.sample_size < 1:
             raise ValueError(f"Phase.sample_size must be >= 1 or None, got {self.sample_size!r}")
+        if self.unrepeated and self.global_batches:
+            raise ValueError("Phase.unrepeated and Phase.global_batches exclude each other")
 
 
 def phase_at(plan: Sequence[Phase], epoch: int) -> tuple[int, Phase]:

@@ -8,7 +8,20 @@ from collections.abc import Iterator, Sized
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 
-__all__ = ["EpochRandomSampler", "UnrepeatedDistributedSampler", "global_batch_shards"]
+__all__ = [
+    "EpochRandomSampler",
+    "ReplicatedDistributedSampler",
+    "UnrepeatedDistributedSampler",
+    "epoch_permutation",
+    "global_batch_share",
+    "global_batch_shards",
+]
+
+
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of epoch ``epoch``: a permutation seeded by ``(seed, epoch)`` only."""
+    generator = torch.Generator().manual_seed((int(seed) + 1_000_003 * int(epoch)) % (2**63 - 1))
+    return torch.randperm(num_samples, generator=generator).tolist()
 
 
 class UnrepeatedDistributedSampler(DistributedSampler):
@@ -51,6 +64,66 @@ class UnrepeatedDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ReplicatedDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that gives *every* rank the whole one-process order, for global-batch training.
+
+    Every rank iterates the same sequence a single process would (the :class:`EpochRandomSampler` permutation of
+    ``(seed, epoch)`` when shuffled, else ``0 .. n-1``), so each rank loads the same global batches and the training
+    step keeps only its share of each (:func:`global_batch_share`). Together with a
+    loss weighted by the share's size, the gradient DDP averages is the one-process gradient of the global batch,
+    whatever the number of processes. Lightning does not re-wrap a loader whose sampler is a ``DistributedSampler``.
+
+    Args:
+        dataset: The dataset (only its length is used).
+        num_replicas: World size; ``None`` reads it from the default process group.
+        rank: This process's rank; ``None`` reads it from the default process group.
+        shuffle: Shuffle with the one-process permutation of ``(seed, epoch)``.
+        seed: Shuffle seed (as :class:`EpochRandomSampler`'s).
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
+        self.num_samples = self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return iter(epoch_permutation(n, self.seed, self.epoch) if self.shuffle else range(n))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def global_batch_share(batch_size: int, rank: int, world_size: int) -> tuple[slice, float]:
+    """This rank's share of one global batch, and the loss weight that makes DDP's average the global gradient.
+
+    Rank ``r`` of ``W`` keeps the positions ``r, r + W, ...`` of the batch (as :func:`global_batch_shards`). A loss
+    that *sums* the per-sample losses of the share and multiplies the sum by the weight ``W / batch_size`` gives,
+    once DDP has averaged the ranks' gradients, exactly the gradient of the mean loss over the global batch: the
+    one-process gradient. A share may be empty (a last batch smaller than ``W``); the rank must still take part in
+    the backward pass.
+
+    Args:
+        batch_size: Size of the global batch (>= 1).
+        rank: This rank in ``[0, world_size)``.
+        world_size: Number of ranks (>= 1).
+
+    Returns:
+        ``(positions, weight)``: a slice to index the batch's tensors with, and ``W / batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world={world_size}")
+    return slice(rank, None, world_size), world_size / batch_size
 
 
 def global_batch_shards(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
@@ -102,8 +175,7 @@ class EpochRandomSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed((self.seed + 1_000_003 * self.epoch) % (2**63 - 1))
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+        yield from epoch_permutation(len(self.data_source), self.seed, self.epoch)
 
     def __len__(self) -> int:
         return len(self.data_source)

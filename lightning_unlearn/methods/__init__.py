@@ -46,4 +46,3 @@ __all__ = [
     "UnlearningMethod",
     "run_continual",
 ]
-

@@ -208,9 +208,7 @@ class RandomLabel(_SGDDefaults):
         check_integer("seed", seed)
         classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
         if not isinstance(classes, int) or classes < 2:
-            raise ValueError(
-                f"RandomLabel needs num_classes >= 2 (given or as model.num_classes), got {classes!r}"
-            )
+            raise ValueError(f"RandomLabel needs num_classes >= 2 (given or as model.num_classes), got {classes!r}")
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.num_classes = classes
         self.register_buffer("label_offsets", torch.zeros(0, dtype=torch.long))

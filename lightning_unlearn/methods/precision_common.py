@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_unlearn.datamodules.phases import Phase
+from lightning_unlearn.datamodules.samplers import global_batch_share
 from lightning_unlearn.methods.base import (
     MultiStageUnlearningMethod,
     OptimizerCallable,
@@ -274,6 +275,7 @@ class PrecisionStage:
     lr: float = 0.0
     schedule: Literal["constant", "cosine", "multistep"] = "constant"
     shuffle: bool = True
+    global_batches: bool = False
 
 
 class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
@@ -313,12 +315,19 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
         if spec.data == "retain":
             return Phase(epochs, splits=("retain",), labelled=True, shuffle=spec.shuffle)
         if spec.data == "forget":
-            return Phase(epochs, splits=("forget",), labelled=True, shuffle=spec.shuffle)
+            return Phase(
+                epochs, splits=("forget",), labelled=True, shuffle=spec.shuffle, global_batches=spec.global_batches
+            )
         if spec.data == "poisoned_forget":
             return Phase(epochs, splits=("forget",), labelled=True, with_index=True, shuffle=spec.shuffle)
         if spec.data == "retain_sample":
             return Phase(
-                epochs, splits=("retain_sample",), labelled=True, shuffle=spec.shuffle, sample_size=self.sample_size()
+                epochs,
+                splits=("retain_sample",),
+                labelled=True,
+                shuffle=spec.shuffle,
+                sample_size=self.sample_size(),
+                global_batches=spec.global_batches,
             )
         if spec.data == "stats":
             return Phase(
@@ -405,20 +414,41 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
                 on_epoch=True,
                 batch_size=len(y),
             )
-        logits = network(x)
-        loss = F.cross_entropy(logits, target)
+        share = self._global_share(stage, len(target))
+        if share is None:
+            logits = network(x)
+            loss = F.cross_entropy(logits, target)
+        else:  # this rank's share of the one-process batch, weighted so DDP's average is the global gradient
+            positions, weight = share
+            x, target = x[positions], target[positions]
+            if len(target):
+                logits = network(x)
+                loss = F.cross_entropy(logits, target, reduction="sum") * weight
+            else:  # nothing to learn from here, but the backward pass (and its all-reduce) must still happen
+                logits = None
+                loss = torch.stack([p.sum() for p in network.parameters()]).sum() * 0.0
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        n = len(y)
-        self.log(
-            f"train/{spec.name}/acc", _accuracy(logits.detach(), target), on_step=False, on_epoch=True, batch_size=n
-        )
+        if logits is not None:
+            self.log(
+                f"train/{spec.name}/acc",
+                _accuracy(logits.detach(), target),
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(target),
+            )
         if batch_idx == 0:
             self.log(
                 f"lr/{spec.name}", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True, batch_size=1
             )
         return loss
+
+    def _global_share(self, stage: Stage, batch_size: int) -> tuple[slice, float] | None:
+        """This rank's share of a global batch when the stage trains on global batches under DDP, else ``None``."""
+        if not stage.phase.global_batches or self._trainer is None or self.trainer.world_size <= 1:
+            return None
+        return global_batch_share(batch_size, self.trainer.global_rank, self.trainer.world_size)
 
     def statistics_step(self, spec: PrecisionStage, batch: Any, batch_idx: int) -> None:
         """Forward-only statistics of one batch (ActivationReset)."""

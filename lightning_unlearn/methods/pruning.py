@@ -72,7 +72,9 @@ class _PruningBase(_PrecisionMultiStage):
         """``overfit_forget`` then ``finetune``."""
         h = self.hparams
         return [
-            PrecisionStage("overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"]),
+            PrecisionStage(
+                "overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"], global_batches=True
+            ),
             PrecisionStage(
                 "finetune", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
             ),
@@ -127,6 +129,11 @@ class Pruning(_PruningBase):
     Set ``trainer.max_epochs = overfit_epochs + retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
 
     Quirk (``preset="reference"``): Q4, the retain loader is not shuffled.
+
+    Under DDP the overfit stages train on *global* batches (``Phase.global_batches``): every rank walks the
+    one-process batch order and trains on its share of each batch with a share-weighted loss, so the copies, and
+    with them the edit, are those of one process (exactly for networks without batch norm; with batch norm use
+    ``Trainer(sync_batchnorm=True)``). The finetune stage is ordinary data-parallel training.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (pruning, all layers).
@@ -345,9 +352,16 @@ class PruningComplex(_PruningBase):
         """``overfit_forget``, ``overfit_retain_sample``, ``finetune``."""
         h = self.hparams
         return [
-            PrecisionStage("overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"]),
             PrecisionStage(
-                "overfit_retain_sample", h["overfit_epochs"], "retain_sample", "copy_retain", self.retain_overfit_lr
+                "overfit_forget", h["overfit_epochs"], "forget", "copy_forget", h["overfit_lr"], global_batches=True
+            ),
+            PrecisionStage(
+                "overfit_retain_sample",
+                h["overfit_epochs"],
+                "retain_sample",
+                "copy_retain",
+                self.retain_overfit_lr,
+                global_batches=True,
             ),
             PrecisionStage(
                 "finetune", h["retain_epochs"], "retain", "model", h["retain_lr"], shuffle=self.shuffle_retain
