@@ -218,7 +218,7 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
 # ---------------------------------------------------------------------------------------------- one run (worker)
 def benchmark_job(spec: RunSpec, oracle: str, original_args: dict[str, Any], result: Path, run_dir: Path) -> None:
     """Run one method on one scenario with one seed and write its metrics to ``result`` (JSON)."""
-    from lightning_unlearn.callbacks import SplitMetricsCallback, UnlearningCost
+    from lightning_unlearn.callbacks import SplitMetricsCallback, UnlearningCost, evaluate_together
     from lightning_unlearn.callbacks.retrain_comparison import RetrainComparison
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -230,9 +230,10 @@ def benchmark_job(spec: RunSpec, oracle: str, original_args: dict[str, Any], res
     trainer, module = cli.trainer, cli.model
     metrics: dict[str, float] = {}
     reference: dict[str, float] = {}
+    evaluated = [callback for callback in trainer.callbacks if isinstance(callback, SplitMetricsCallback)]
+    for values in evaluate_together(evaluated, trainer, module):  # one pass over the splits for all of them
+        metrics.update(values)
     for callback in trainer.callbacks:
-        if isinstance(callback, SplitMetricsCallback):
-            metrics.update(callback.evaluate(trainer, module))
         if isinstance(callback, RetrainComparison):
             reference = dict(callback.reference_metrics)
         if isinstance(callback, UnlearningCost):

@@ -121,6 +121,22 @@ def test_fit_logs_initial_and_final_metrics(tmp_path):
     assert initial == before and final == after
 
 
+def test_metric_callbacks_share_one_pass_before_unlearning(tmp_path):
+    model, datamodule = fakes.FakeModule(), fakes.FakeDataModule()
+    one_pass = sum(len(loader) for loader in datamodule.val_dataloader().values())
+    before = _direct_metrics(model, datamodule)
+    restored = MembershipInference(attacks=["loss_lr_cv"])  # resumed: keeps its values, takes no part in the pass
+    restored.load_state_dict({"initial_metrics": {"mia/loss_lr_cv_acc": 0.5}, "final_metrics": {}})
+    callbacks = [ForgettingMetrics(), MembershipInference(), restored]
+    calls = model.eval_calls
+    _trainer(tmp_path, callbacks, num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=datamodule)
+    assert model.eval_calls - calls == one_pass  # two callbacks evaluated, the splits were run through once
+    assert callbacks[0].initial_metrics == {k: v for k, v in before.items() if k.startswith("acc/")}
+    assert callbacks[1].initial_metrics == {MIA: before[MIA]}
+    assert restored.initial_metrics == {"mia/loss_lr_cv_acc": 0.5}
+    assert all(cb._initial_pending is None for cb in callbacks)  # nothing left over for a later fit
+
+
 def test_every_n_epochs_and_log_initial(tmp_path):
     class Recording(MembershipInference):
         def __init__(self, **kwargs):

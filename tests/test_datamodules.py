@@ -25,8 +25,8 @@ from lightning_unlearn.datamodules import (
     ReplicatedDistributedSampler,
     SubclassRemoval,
     UnrepeatedDistributedSampler,
-    global_batch_share,
     global_batch_shards,
+    global_batch_share,
     take,
 )
 

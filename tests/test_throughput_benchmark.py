@@ -46,8 +46,21 @@ def test_benchmark_reports_every_number(throughput, tmp_path, capsys):
         assert written["epoch_s"][variant] > 0, variant
         (run,) = written["per_repeat"][variant]
         assert len(run["epoch_s"]) == 1 and run["images_per_s"] > 0
-    for key in ("callback_overhead_s", "callback_overhead_ratio", "validation_pass_s", "callback_own_s"):
+    for key in ("callback_overhead_s", "callback_overhead_ratio", "evaluation_s", "evaluation_ratio"):
         assert math.isfinite(written[key]), key  # differences of timings: sign left to the noise
+    epoch = written["epoch_s"]
+    assert written["callback_overhead_s"] == pytest.approx(epoch["library_callbacks"] - epoch["library_val"])
+    assert written["callback_overhead_ratio"] == pytest.approx(written["callback_overhead_s"] / epoch["library"])
+    assert written["evaluation_s"] == pytest.approx(epoch["library_val"] - epoch["library"])
+    (lib,), (plain,) = written["per_repeat"]["library"], written["per_repeat"]["plain"]
+    assert written["throughput_ratio"] == pytest.approx(lib["images_per_s"] / plain["images_per_s"])
+    # the callbacks' hooks were clocked, and took part of the callbacks' epoch (one repeat: medians are the runs)
+    assert 0 < written["callback_hook_s"] < epoch["library_callbacks"]
+    every_n = written["evaluation_every_n_for_target"]
+    assert isinstance(every_n, int) and every_n >= 1
+    whole = max(0.0, written["evaluation_s"]) + max(0.0, written["callback_overhead_s"])
+    assert whole / every_n <= 0.1 * epoch["library"] + 1e-12  # the smallest N that meets the target
+    assert every_n == 1 or whole / (every_n - 1) > 0.1 * epoch["library"]
     assert set(written["spread"]) == set(throughput.VARIANTS)
     assert all(spread >= 1 for spread in written["spread"].values())
     for key in ("throughput_pass", "callback_pass", "passed"):

@@ -1,6 +1,6 @@
 """Lightning callbacks that own the forgetting metrics and membership-inference attacks."""
 
-from lightning_unlearn.callbacks.base import SplitMetricsCallback
+from lightning_unlearn.callbacks.base import SplitMetricsCallback, evaluate_together
 from lightning_unlearn.callbacks.cost import UnlearningCost
 from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
 from lightning_unlearn.callbacks.membership import MembershipInference
@@ -16,5 +16,6 @@ __all__ = [
     "StageProgressBar",
     "UnlearningCost",
     "collect_metrics",
+    "evaluate_together",
     "metrics_table",
 ]

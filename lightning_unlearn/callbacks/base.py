@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-__all__ = ["SplitMetricsCallback"]
+__all__ = ["SplitMetricsCallback", "evaluate_together"]
 
 _OUTPUT_KEYS: tuple[str, ...] = ("logits", "target", "index")
 
@@ -60,6 +60,7 @@ class SplitMetricsCallback(Callback):
         self._active = False
         self._initial_restored = False
         self._warned_partial = False
+        self._initial_pending: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ to override
     def configure_splits(self, split_names: Sequence[str]) -> None:  # noqa: B027
@@ -119,46 +120,31 @@ class SplitMetricsCallback(Callback):
             ValueError: If the trainer has no datamodule with ``val_dataloader``.
             TypeError: If ``val_dataloader()`` returns neither a dict nor a list of loaders.
         """
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "val_dataloader"):
-            raise ValueError(
-                f"{type(self).__name__}.evaluate needs trainer.datamodule with val_dataloader(); pass the data as a "
-                "datamodule or set log_initial=False"
-            )
-        loaders = datamodule.val_dataloader()
-        if isinstance(loaders, Mapping):
-            items = list(loaders.items())
-        elif isinstance(loaders, Sequence):
-            names = getattr(datamodule, "eval_split_names", None)
-            if names is None or len(names) != len(loaders):
-                raise ValueError("a list of validation loaders needs datamodule.eval_split_names of the same length")
-            items = list(zip(names, loaders, strict=True))
-        else:
-            raise TypeError(f"val_dataloader() must return a dict {{split: DataLoader}}, got {type(loaders).__name__}")
-        self._begin(pl_module, tuple(name for name, _ in items))
-        multiple = len(items) > 1
-        with _eval_mode(pl_module), torch.no_grad(), trainer.precision_plugin.val_step_context():
-            for dataloader_idx, (name, loader) in enumerate(items):
-                if not self.accepts(name):
-                    continue
-                for batch_idx, batch in enumerate(loader):
-                    batch = trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=dataloader_idx)
-                    if multiple:
-                        outputs = pl_module.validation_step(batch, batch_idx, dataloader_idx=dataloader_idx)
-                    else:
-                        outputs = pl_module.validation_step(batch, batch_idx)
-                    self._feed(name, outputs, batch)
-        return self._finish()
+        return evaluate_together([self], trainer, pl_module)[0]
 
     # ------------------------------------------------------------------ fit
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Evaluate once before unlearning and log the values at step 0."""
+        """Evaluate once before unlearning and log the values at step 0.
+
+        The first metric callback to get here runs one evaluation pass for every metric callback of the trainer
+        that logs initial values (:func:`evaluate_together`); the others find their values ready.
+        """
         if not self.log_initial or self._initial_restored:
             return
-        self.initial_metrics = self.evaluate(trainer, pl_module)
+        if self._initial_pending is None:
+            callbacks = getattr(trainer, "callbacks", [])
+            peers = [cb for cb in callbacks if isinstance(cb, SplitMetricsCallback) and cb._wants_initial()]
+            if self not in peers:
+                peers.append(self)
+            for peer, values in zip(peers, evaluate_together(peers, trainer, pl_module), strict=True):
+                peer._initial_pending = values
+        self.initial_metrics, self._initial_pending = self._initial_pending or {}, None
         if trainer.is_global_zero and self.initial_metrics:
             for logger in trainer.loggers:
                 logger.log_metrics(dict(self.initial_metrics), step=0)
+
+    def _wants_initial(self) -> bool:
+        return self.log_initial and not self._initial_restored and self._initial_pending is None
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -280,6 +266,66 @@ class SplitMetricsCallback(Callback):
     def _log(pl_module: LightningModule, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+
+
+def evaluate_together(
+    callbacks: Sequence[SplitMetricsCallback], trainer: Trainer, pl_module: LightningModule
+) -> list[dict[str, float]]:
+    """One evaluation pass over the datamodule's validation loaders that feeds several metric callbacks.
+
+    Each batch's ``validation_step`` runs once (module in eval mode, ``no_grad``, every submodule's mode restored
+    afterwards) and its outputs go to every callback that accepts the split; a split no callback accepts is not
+    loaded. Must be called on every process with the callbacks in the same order (the computation is collective).
+
+    Args:
+        callbacks: The metric callbacks to evaluate.
+        trainer: The trainer, with a datamodule providing ``val_dataloader()``.
+        pl_module: The module whose ``validation_step`` returns ``{"logits", "target", "index"}``.
+
+    Returns:
+        One ``{logged name: value}`` per callback, in order.
+
+    Raises:
+        ValueError: If the trainer has no datamodule with ``val_dataloader``.
+        TypeError: If ``val_dataloader()`` returns neither a dict nor a list of loaders.
+    """
+    if not callbacks:
+        return []
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+        owners = ", ".join(type(cb).__name__ for cb in callbacks)
+        raise ValueError(
+            f"{owners}: evaluation needs trainer.datamodule with val_dataloader(); pass the data as a datamodule or "
+            "set log_initial=False"
+        )
+    loaders = datamodule.val_dataloader()
+    if isinstance(loaders, Mapping):
+        items = list(loaders.items())
+    elif isinstance(loaders, Sequence):
+        names = getattr(datamodule, "eval_split_names", None)
+        if names is None or len(names) != len(loaders):
+            raise ValueError("a list of validation loaders needs datamodule.eval_split_names of the same length")
+        items = list(zip(names, loaders, strict=True))
+    else:
+        raise TypeError(f"val_dataloader() must return a dict {{split: DataLoader}}, got {type(loaders).__name__}")
+    split_names = tuple(name for name, _ in items)
+    for callback in callbacks:
+        callback._begin(pl_module, split_names)
+    multiple = len(items) > 1
+    with _eval_mode(pl_module), torch.no_grad(), trainer.precision_plugin.val_step_context():
+        for dataloader_idx, (name, loader) in enumerate(items):
+            consumers = [callback for callback in callbacks if callback.accepts(name)]
+            if not consumers:
+                continue
+            for batch_idx, batch in enumerate(loader):
+                batch = trainer.strategy.batch_to_device(batch, pl_module.device, dataloader_idx=dataloader_idx)
+                if multiple:
+                    outputs = pl_module.validation_step(batch, batch_idx, dataloader_idx=dataloader_idx)
+                else:
+                    outputs = pl_module.validation_step(batch, batch_idx)
+                for callback in consumers:
+                    callback.update_batch(name, outputs, batch)
+    return [callback._finish() for callback in callbacks]
 
 
 @contextmanager
