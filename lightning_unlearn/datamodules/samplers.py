@@ -24,13 +24,44 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_samples, generator=generator).tolist()
 
 
-class UnrepeatedDistributedSampler(DistributedSampler):
+class _OneProcessOrderSampler(DistributedSampler):
+    """A ``DistributedSampler`` of which each rank takes :meth:`positions` of the one-process order, unpadded.
+
+    The one-process order is the :func:`epoch_permutation` of ``(seed, epoch)`` when shuffled, else ``0 .. n-1``.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
+        self.total_size = len(dataset)
+        self.num_samples = len(self.positions(self.total_size))
+
+    def positions(self, num_samples: int) -> range:
+        """The positions of the one-process order that this rank iterates."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else range(n)
+        return iter([order[p] for p in self.positions(n)])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class UnrepeatedDistributedSampler(_OneProcessOrderSampler):
     """A ``DistributedSampler`` that gives each index to exactly one rank, without padding.
 
-    Rank ``r`` of ``W`` receives positions ``r, r + W, r + 2W, ...`` (after an optional seeded shuffle), so the
-    shards are disjoint, cover the dataset exactly once and differ in length by at most one. Use it for evaluation
-    passes whose per-sample results are gathered across ranks: nothing is counted twice. Lightning does not re-wrap
-    a loader whose sampler is already a ``DistributedSampler``.
+    Rank ``r`` of ``W`` receives positions ``r, r + W, r + 2W, ...`` (after an optional seeded shuffle, the same on
+    every rank), so the shards are disjoint, cover the dataset exactly once and differ in length by at most one. Use
+    it for evaluation passes whose per-sample results are gathered across ranks: nothing is counted twice.
+    Lightning does not re-wrap a loader whose sampler is already a ``DistributedSampler``.
 
     Args:
         dataset: The dataset to shard (only its length is used).
@@ -40,40 +71,19 @@ class UnrepeatedDistributedSampler(DistributedSampler):
         seed: Shuffle seed.
     """
 
-    def __init__(
-        self,
-        dataset: Sized,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
-        n = len(dataset)
-        self.total_size = n
-        self.num_samples = len(range(self.rank, n, self.num_replicas))
-
-    def __iter__(self) -> Iterator[int]:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=generator).tolist()
-        else:
-            order = list(range(n))
-        return iter(order[self.rank : n : self.num_replicas])
-
-    def __len__(self) -> int:
-        return self.num_samples
+    def positions(self, num_samples: int) -> range:
+        """Every ``W``-th position, starting at this rank's."""
+        return range(self.rank, num_samples, self.num_replicas)
 
 
-class ReplicatedDistributedSampler(DistributedSampler):
+class ReplicatedDistributedSampler(_OneProcessOrderSampler):
     """A ``DistributedSampler`` that gives *every* rank the whole one-process order, for global-batch training.
 
     Every rank iterates the same sequence a single process would (the :class:`EpochRandomSampler` permutation of
     ``(seed, epoch)`` when shuffled, else ``0 .. n-1``), so each rank loads the same global batches and the training
-    step keeps only its share of each (:func:`global_batch_share`). Together with a
-    loss weighted by the share's size, the gradient DDP averages is the one-process gradient of the global batch,
-    whatever the number of processes. Lightning does not re-wrap a loader whose sampler is a ``DistributedSampler``.
+    step keeps only its share of each (:func:`global_batch_share`). Together with a loss weighted by the share's
+    size, the gradient DDP averages is the one-process gradient of the global batch, whatever the number of
+    processes. Lightning does not re-wrap a loader whose sampler is a ``DistributedSampler``.
 
     Args:
         dataset: The dataset (only its length is used).
@@ -83,23 +93,9 @@ class ReplicatedDistributedSampler(DistributedSampler):
         seed: Shuffle seed (as :class:`EpochRandomSampler`'s).
     """
 
-    def __init__(
-        self,
-        dataset: Sized,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)  # type: ignore[arg-type]
-        self.num_samples = self.total_size = len(dataset)
-
-    def __iter__(self) -> Iterator[int]:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        return iter(epoch_permutation(n, self.seed, self.epoch) if self.shuffle else range(n))
-
-    def __len__(self) -> int:
-        return self.num_samples
+    def positions(self, num_samples: int) -> range:
+        """Every position."""
+        return range(num_samples)
 
 
 def global_batch_share(batch_size: int, rank: int, world_size: int) -> tuple[slice, float]:
