@@ -24,17 +24,22 @@ from lightning_unlearn.main import main as cli_main  # noqa: E402
 STATISTICS = ("SSD", "LFSSD", "ActivationReset", "Pruning", "PruningLast", "PruningComplex")
 #: Of those, the methods whose edit comes from overfit copies trained on global batches; their finetune stage is
 #: dropped (``retain_epochs: 0``) so that the saved classifier is the edit itself.
-OVERFIT_EDITS = ("Pruning", "PruningLast", "PruningComplex")
+OVERFIT_EDITS = ("Pruning", "PruningLast", "PruningComplex", "PruningLastBatchOfOne")
+#: Extra runs: ``name: (matrix method, data overrides)``. 400 forget samples in batches of 133 end with a batch of
+#: one sample, so one of the two ranks has an empty share of it.
+EXTRA = {"PruningLastBatchOfOne": ("Pruning", {"batch_size": 133})}
 
 
 def prepare(name: str, folder: Path) -> Path:
     """The tiny config of ``name`` (statistics methods see all their batches) under ``folder``."""
     import yaml
 
-    config, _ = _prepare(name, folder)
-    if name in STATISTICS:
+    method, data = EXTRA.get(name, (name, {}))
+    config, _ = _prepare(method, folder)
+    if name in STATISTICS or name in OVERFIT_EDITS:
         cfg = yaml.safe_load(config.read_text())
         cfg["trainer"]["limit_train_batches"] = 1.0
+        cfg["data"]["init_args"].update(data)
         if name in OVERFIT_EDITS:
             cfg["model"]["init_args"]["retain_epochs"] = 0
             config.write_text(yaml.safe_dump(cfg))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_methods_script import STATISTICS
+from ddp_methods_script import EXTRA, OVERFIT_EDITS, STATISTICS
 from test_reliability import MATRIX
 
 from lightning_unlearn.main import main
@@ -37,7 +37,7 @@ def ddp_runs(tmp_path_factory) -> Path:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", LIGHTNING_UNLEARN_CACHE=str(out / "cache"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPT.parents[1]), env.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), *MATRIX],
+        [sys.executable, str(SCRIPT), "--out", str(out), *MATRIX, *EXTRA],
         env=env,
         cwd=out,
         stdout=subprocess.PIPE,
@@ -61,7 +61,7 @@ def test_method_runs_on_two_processes(name, ddp_runs):
     assert any(not torch.equal(unlearned[k], v) for k, v in original.items()), "nothing was unlearned"
 
 
-@pytest.mark.parametrize("name", STATISTICS)
+@pytest.mark.parametrize("name", sorted({*STATISTICS, *OVERFIT_EDITS}))
 def test_statistics_edit_equals_one_process(name, ddp_runs, monkeypatch):
     folder = ddp_runs / name
     monkeypatch.chdir(folder)
