@@ -243,8 +243,12 @@ def benchmark_job(spec: RunSpec, oracle: str, original_args: dict[str, Any], res
     metrics: dict[str, float] = {}
     reference: dict[str, float] = {}
     evaluated = [callback for callback in trainer.callbacks if isinstance(callback, SplitMetricsCallback)]
-    for values in evaluate_together(evaluated, trainer, module):  # one pass over the splits for all of them
-        metrics.update(values)
+    # the callbacks evaluated the final model when training ended; any that did not share one pass now
+    missing = [callback for callback in evaluated if not callback.final_metrics]
+    for callback, values in zip(missing, evaluate_together(missing, trainer, module), strict=True):
+        callback.final_metrics = values
+    for callback in evaluated:
+        metrics.update(callback.final_metrics)
     for callback in trainer.callbacks:
         if isinstance(callback, RetrainComparison):
             reference = dict(callback.reference_metrics)

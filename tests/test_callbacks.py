@@ -137,6 +137,36 @@ def test_metric_callbacks_share_one_pass_before_unlearning(tmp_path):
     assert all(cb._initial_pending is None for cb in callbacks)  # nothing left over for a later fit
 
 
+def test_final_model_evaluated_when_training_ends_unvalidated(tmp_path):
+    datamodule = fakes.FakeDataModule()
+    one_pass = sum(len(loader) for loader in datamodule.val_dataloader().values())
+
+    def fit(root, callbacks, **kwargs):
+        model = fakes.FakeModule()
+        calls = model.eval_calls
+        trainer = _trainer(root, callbacks, max_epochs=3, num_sanity_val_steps=0, **kwargs)
+        trainer.fit(model, datamodule=datamodule)
+        return model, trainer, model.eval_calls - calls
+
+    # validation after the 2nd epoch only: the final model is evaluated once more when training ends, in one pass
+    forgetting, membership = ForgettingMetrics(log_initial=False), MembershipInference(log_initial=False)
+    model, trainer, calls = fit(tmp_path, [forgetting, membership], check_val_every_n_epoch=2)
+    assert calls == 2 * one_pass
+    after = _direct_metrics(model, datamodule)
+    assert forgetting.final_metrics == {k: v for k, v in after.items() if k.startswith("acc/")}
+    assert membership.final_metrics == {MIA: after[MIA]}
+    with open(tmp_path / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("acc/forget")]
+    assert rows[-1]["step"] == str(trainer.global_step) and not rows[-1]["epoch"]  # logged at the last step
+    assert float(rows[-1]["acc/forget"]) == pytest.approx(after["acc/forget"])
+
+    # the last epoch validated: nothing more at the end; evaluate_at_end=False or validation disabled: none either
+    assert fit(tmp_path / "every", [ForgettingMetrics(log_initial=False)])[2] == 3 * one_pass
+    off = ForgettingMetrics(log_initial=False, evaluate_at_end=False)
+    assert fit(tmp_path / "off", [off], check_val_every_n_epoch=2)[2] == one_pass
+    assert fit(tmp_path / "none", [ForgettingMetrics(log_initial=False)], limit_val_batches=0)[2] == 0
+
+
 def test_every_n_epochs_and_log_initial(tmp_path):
     class Recording(MembershipInference):
         def __init__(self, **kwargs):

@@ -35,6 +35,11 @@ class SplitMetricsCallback(Callback):
       last epoch): ``outputs`` of ``on_validation_batch_end`` update the metrics, and at the epoch end the values
       are computed (collectively on all processes), logged with ``pl_module.log(..., sync_dist=False)`` (they are
       already identical on every process) and stored in :attr:`final_metrics`.
+    - **End of training** (``on_train_end``), unless ``evaluate_at_end=False``: if the model was trained after the
+      last evaluation (validation only every N epochs, an early stop, or no validation at all), the final model is
+      evaluated once, the values go to every logger at the last step and to :attr:`final_metrics`, so the final
+      numbers are always those of the final model. Skipped under ``Trainer(limit_val_batches=0)``. Several metric
+      callbacks share one pass, here and before unlearning (:func:`evaluate_together`).
     - **Test**: the same with the test hooks; values are logged and stored in :attr:`test_metrics`.
 
     ``dataloader_idx`` maps to a split name through ``trainer.datamodule.eval_split_names`` (else the keys of the
@@ -43,16 +48,18 @@ class SplitMetricsCallback(Callback):
     Args:
         log_initial: Evaluate and log once before unlearning starts.
         every_n_epochs: Evaluate at validation only every this many training epochs (and at the last one).
+        evaluate_at_end: Evaluate the final model when training ends if it was not evaluated after its last step.
 
     Raises:
         ValueError: If ``every_n_epochs`` is smaller than 1.
     """
 
-    def __init__(self, *, log_initial: bool = True, every_n_epochs: int = 1) -> None:
+    def __init__(self, *, log_initial: bool = True, every_n_epochs: int = 1, evaluate_at_end: bool = True) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}")
         self.log_initial = log_initial
         self.every_n_epochs = every_n_epochs
+        self.evaluate_at_end = evaluate_at_end
         self.initial_metrics: dict[str, float] = {}
         self.final_metrics: dict[str, float] = {}
         self.test_metrics: dict[str, float] = {}
@@ -61,6 +68,8 @@ class SplitMetricsCallback(Callback):
         self._initial_restored = False
         self._warned_partial = False
         self._initial_pending: dict[str, float] | None = None
+        self._final_pending: dict[str, float] | None = None
+        self._stale = False  # trained since the last evaluation
 
     # ------------------------------------------------------------------ to override
     def configure_splits(self, split_names: Sequence[str]) -> None:  # noqa: B027
@@ -146,6 +155,37 @@ class SplitMetricsCallback(Callback):
     def _wants_initial(self) -> bool:
         return self.log_initial and not self._initial_restored and self._initial_pending is None
 
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Note that the model changed since the last evaluation."""
+        self._stale = True
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Evaluate the final model once if it was trained after the last evaluation (see the class docstring).
+
+        The first metric callback to get here runs one pass for every such metric callback of the trainer.
+        """
+        if self._final_pending is None:
+            if not self._wants_final(trainer):
+                return
+            callbacks = getattr(trainer, "callbacks", [])
+            peers = [cb for cb in callbacks if isinstance(cb, SplitMetricsCallback) and cb._wants_final(trainer)]
+            if self not in peers:
+                peers.append(self)
+            for peer, values in zip(peers, evaluate_together(peers, trainer, pl_module), strict=True):
+                peer._final_pending = values
+        self.final_metrics, self._final_pending = self._final_pending or {}, None
+        self._stale = False
+        if trainer.is_global_zero and self.final_metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(dict(self.final_metrics), step=trainer.global_step)
+
+    def _wants_final(self, trainer: Trainer) -> bool:
+        limit = trainer.limit_val_batches
+        disabled = limit == 0 or limit == 0.0
+        return self.evaluate_at_end and self._stale and not disabled and self._final_pending is None
+
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reset the metrics when this validation epoch is evaluated."""
@@ -178,6 +218,7 @@ class SplitMetricsCallback(Callback):
         values = self._end_epoch(pl_module)
         if values is not None:
             self.final_metrics = values
+            self._stale = False
 
     # ------------------------------------------------------------------ test
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

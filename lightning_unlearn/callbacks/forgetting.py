@@ -27,10 +27,11 @@ class ForgettingMetrics(SplitMetricsCallback):
     Args:
         log_initial: Evaluate and log once before unlearning starts.
         every_n_epochs: Evaluate at validation only every this many training epochs (and at the last one).
+        evaluate_at_end: Evaluate the final model when training ends if it was not evaluated after its last step.
     """
 
-    def __init__(self, log_initial: bool = True, every_n_epochs: int = 1) -> None:
-        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs)
+    def __init__(self, log_initial: bool = True, every_n_epochs: int = 1, evaluate_at_end: bool = True) -> None:
+        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs, evaluate_at_end=evaluate_at_end)
         self.accuracies: dict[str, SplitAccuracy] = {}
 
     def configure_splits(self, split_names: Sequence[str]) -> None:

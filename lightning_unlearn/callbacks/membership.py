@@ -33,6 +33,7 @@ class MembershipInference(SplitMetricsCallback):
             fitting cost; ``None`` = all of the retain split, faithful to the protocols).
         seed: Seed of every random step of the attacks.
         log_initial: Evaluate and log once before unlearning starts.
+        evaluate_at_end: Evaluate the final model when training ends if it was not evaluated after its last step.
 
     Raises:
         ValueError: On an unknown attack name (listing the allowed ones), an empty list, ``every_n_epochs < 1`` or
@@ -47,8 +48,9 @@ class MembershipInference(SplitMetricsCallback):
         retain_subsample: int | None = None,
         seed: int = 0,
         log_initial: bool = True,
+        evaluate_at_end: bool = True,
     ) -> None:
-        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs)
+        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs, evaluate_at_end=evaluate_at_end)
         names = ["entropy"] if attacks is None else [attacks] if isinstance(attacks, str) else attacks
         if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
             raise TypeError(f"attacks must be a list of attack names from {available_attacks()}, got {attacks!r}")

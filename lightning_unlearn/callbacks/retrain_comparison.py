@@ -69,6 +69,7 @@ class RetrainComparison(SplitMetricsCallback):
         every_n_epochs: Evaluate at validation only every this many training epochs (and at the last one).
         svc_gap: Also compute the MIA-efficacy gap (one SVC fit per evaluation, plus one for the oracle).
         zrf_seed: Seed of the random model of ``dist/zrf``; ``None`` turns ``dist/zrf`` off.
+        evaluate_at_end: Evaluate the final model when training ends if it was not evaluated after its last step.
 
     Raises:
         ValueError: From ``load_classifier`` on an unusable checkpoint, or, when evaluating, if the datamodule has no
@@ -87,8 +88,9 @@ class RetrainComparison(SplitMetricsCallback):
         every_n_epochs: int = 1,
         svc_gap: bool = True,
         zrf_seed: int | None = 0,
+        evaluate_at_end: bool = True,
     ) -> None:
-        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs)
+        super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs, evaluate_at_end=evaluate_at_end)
         self.svc_gap = svc_gap
         self.zrf_seed = zrf_seed
         self.arch = arch
