@@ -132,8 +132,9 @@ class Pruning(_PruningBase):
 
     Under DDP the overfit stages train on *global* batches (``Phase.global_batches``): every rank walks the
     one-process batch order and trains on its share of each batch with a share-weighted loss, so the copies, and
-    with them the edit, are those of one process (exactly for networks without batch norm; with batch norm use
-    ``Trainer(sync_batchnorm=True)``). The finetune stage is ordinary data-parallel training.
+    with them the edit, are those of one process (exactly for networks without batch norm; with batch norm each
+    rank normalises its share with the share's own statistics). The finetune stage is ordinary data-parallel
+    training.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (pruning, all layers).
