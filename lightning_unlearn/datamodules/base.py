@@ -138,7 +138,13 @@ class SplitDataset(Dataset[Any]):
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         x = self._pixels(self.positions[idx])
         y = self.targets[idx]
-        return [self._element(x[j], y[j], idx[j]) for j in range(idx.numel())]
+        if self.transform is not None:
+            return [self._element(x[j], y[j], idx[j]) for j in range(idx.numel())]
+        # the same elements as _element builds, from one unbind per tensor (per-sample indexing is slow)
+        xs, ys, index = x.unbind(0), y.unbind(0), idx.unbind(0)
+        if self.labelled:
+            return list(zip(xs, ys, index, strict=True)) if self.with_index else list(zip(xs, ys, strict=True))
+        return list(zip(xs, index, strict=True)) if self.with_index else list(xs)
 
 
 class UnlearningDataModule(LightningDataModule):
