@@ -23,6 +23,7 @@ from lightning_unlearn.datamodules import (
     Phase,
     RandomRemoval,
     ReplicatedDistributedSampler,
+    SplitDataset,
     SubclassRemoval,
     UnrepeatedDistributedSampler,
     global_batch_shards,
@@ -318,6 +319,28 @@ def test_global_batch_shards():
     shards = [global_batch_shards(11, 4, r, 2) for r in range(2)]
     assert shards[0] == [[0, 2], [4, 6], [8, 10]] and shards[1] == [[1, 3], [5, 7], [9]]
     assert global_batch_shards(1, 4, 1, 2) == [[]]
+
+
+@pytest.mark.parametrize("transform", [None, lambda x: x * 2])
+@pytest.mark.parametrize(("labelled", "with_index"), [(True, True), (True, False), (False, True), (False, False)])
+def test_batched_fetch_equals_per_sample_fetch(labelled, with_index, transform):
+    images = torch.randint(0, 256, (30, 1, 4, 4), dtype=torch.uint8)
+    positions = torch.randperm(30)[:20]
+    dataset = SplitDataset(
+        images, positions, positions % 3, labelled=labelled, with_index=with_index, transform=transform
+    )
+    order = [5, 0, 19, 7, 7]
+    batched, single = dataset.__getitems__(order), [dataset[i] for i in order]
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, tuple):
+            return type(b) is tuple and len(a) == len(b) and all(same(u, v) for u, v in zip(a, b, strict=True))
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+    assert len(batched) == len(order) and all(same(a, b) for a, b in zip(batched, single, strict=True))
+    collated = torch.utils.data.default_collate(batched)  # what a DataLoader makes of it
+    first = collated[0] if isinstance(collated, list) else collated
+    assert first.shape == (len(order), 1, 4, 4)
 
 
 def test_global_batch_phase_gives_every_rank_the_one_process_order():
