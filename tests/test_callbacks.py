@@ -134,7 +134,7 @@ def test_metric_callbacks_share_one_pass_before_unlearning(tmp_path):
     assert callbacks[0].initial_metrics == {k: v for k, v in before.items() if k.startswith("acc/")}
     assert callbacks[1].initial_metrics == {MIA: before[MIA]}
     assert restored.initial_metrics == {"mia/loss_lr_cv_acc": 0.5}
-    assert all(cb._initial_pending is None for cb in callbacks)  # nothing left over for a later fit
+    assert all(not cb._pending for cb in callbacks)  # nothing left over for a later fit
 
 
 def test_final_model_evaluated_when_training_ends_unvalidated(tmp_path):

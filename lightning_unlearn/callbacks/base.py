@@ -67,8 +67,7 @@ class SplitMetricsCallback(Callback):
         self._active = False
         self._initial_restored = False
         self._warned_partial = False
-        self._initial_pending: dict[str, float] | None = None
-        self._final_pending: dict[str, float] | None = None
+        self._pending: dict[str, dict[str, float]] = {}  # values of a shared pass, by moment, not yet taken
         self._stale = False  # trained since the last evaluation
 
     # ------------------------------------------------------------------ to override
@@ -133,27 +132,11 @@ class SplitMetricsCallback(Callback):
 
     # ------------------------------------------------------------------ fit
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Evaluate once before unlearning and log the values at step 0.
-
-        The first metric callback to get here runs one evaluation pass for every metric callback of the trainer
-        that logs initial values (:func:`evaluate_together`); the others find their values ready.
-        """
+        """Evaluate once before unlearning and log the values at step 0 (one pass shared by the metric callbacks)."""
         if not self.log_initial or self._initial_restored:
             return
-        if self._initial_pending is None:
-            callbacks = getattr(trainer, "callbacks", [])
-            peers = [cb for cb in callbacks if isinstance(cb, SplitMetricsCallback) and cb._wants_initial()]
-            if self not in peers:
-                peers.append(self)
-            for peer, values in zip(peers, evaluate_together(peers, trainer, pl_module), strict=True):
-                peer._initial_pending = values
-        self.initial_metrics, self._initial_pending = self._initial_pending or {}, None
-        if trainer.is_global_zero and self.initial_metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(dict(self.initial_metrics), step=0)
-
-    def _wants_initial(self) -> bool:
-        return self.log_initial and not self._initial_restored and self._initial_pending is None
+        self.initial_metrics = self._shared_pass("initial", trainer, pl_module)
+        _send_to_loggers(trainer, self.initial_metrics, step=0)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -162,29 +145,35 @@ class SplitMetricsCallback(Callback):
         self._stale = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Evaluate the final model once if it was trained after the last evaluation (see the class docstring).
+        """Evaluate the final model once if it was trained after the last evaluation (see the class docstring)."""
+        if "final" not in self._pending and not self._wants("final", trainer):
+            return
+        self.final_metrics = self._shared_pass("final", trainer, pl_module)
+        self._stale = False
+        _send_to_loggers(trainer, self.final_metrics, step=trainer.global_step)
 
-        The first metric callback to get here runs one pass for every such metric callback of the trainer.
+    def _wants(self, moment: str, trainer: Trainer) -> bool:
+        """Whether this callback takes part in the shared ``"initial"`` or ``"final"`` pass."""
+        if moment in self._pending:
+            return False
+        if moment == "initial":
+            return self.log_initial and not self._initial_restored
+        return self.evaluate_at_end and self._stale and trainer.limit_val_batches != 0
+
+    def _shared_pass(self, moment: str, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """This callback's values of the ``moment`` pass.
+
+        The first metric callback to ask runs one pass (:func:`evaluate_together`) for every metric callback of the
+        trainer that takes part; the others find their values ready.
         """
-        if self._final_pending is None:
-            if not self._wants_final(trainer):
-                return
+        if moment not in self._pending:
             callbacks = getattr(trainer, "callbacks", [])
-            peers = [cb for cb in callbacks if isinstance(cb, SplitMetricsCallback) and cb._wants_final(trainer)]
+            peers = [cb for cb in callbacks if isinstance(cb, SplitMetricsCallback) and cb._wants(moment, trainer)]
             if self not in peers:
                 peers.append(self)
             for peer, values in zip(peers, evaluate_together(peers, trainer, pl_module), strict=True):
-                peer._final_pending = values
-        self.final_metrics, self._final_pending = self._final_pending or {}, None
-        self._stale = False
-        if trainer.is_global_zero and self.final_metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(dict(self.final_metrics), step=trainer.global_step)
-
-    def _wants_final(self, trainer: Trainer) -> bool:
-        limit = trainer.limit_val_batches
-        disabled = limit == 0 or limit == 0.0
-        return self.evaluate_at_end and self._stale and not disabled and self._final_pending is None
+                peer._pending[moment] = values
+        return self._pending.pop(moment)
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -367,6 +356,13 @@ def evaluate_together(
                 for callback in consumers:
                     callback.update_batch(name, outputs, batch)
     return [callback._finish() for callback in callbacks]
+
+
+def _send_to_loggers(trainer: Trainer, values: Mapping[str, float], step: int) -> None:
+    """Log ``values`` at ``step`` to every logger (global rank 0), outside Lightning's ``self.log``."""
+    if trainer.is_global_zero and values:
+        for logger in trainer.loggers:
+            logger.log_metrics(dict(values), step=step)
 
 
 @contextmanager

@@ -138,14 +138,9 @@ def global_batch_shards(num_samples: int, batch_size: int, rank: int, world_size
     Returns:
         One list of positions per global batch.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, world={world_size}")
+    share, _ = global_batch_share(batch_size, rank, world_size)  # validates the arguments
     batches = math.ceil(num_samples / batch_size)
-    return [
-        list(range(k * batch_size + rank, min((k + 1) * batch_size, num_samples), world_size)) for k in range(batches)
-    ]
+    return [list(range(k * batch_size, min((k + 1) * batch_size, num_samples))[share]) for k in range(batches)]
 
 
 class EpochRandomSampler(Sampler[int]):
