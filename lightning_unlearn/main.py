@@ -1,7 +1,9 @@
 """Command line: ``lightning-unlearn fit|validate|test --config ...`` (LightningCLI, subclass mode).
 
 Any method, datamodule or callback is chosen by ``class_path``; config fragments (method, data, trainer) compose
-with repeated ``--config``. TensorBoard is the default logger and a rich progress bar the default progress bar;
+with repeated ``--config``; a ``--config`` value may name a shipped config (``quickstart``,
+``mnist5k/class_removal/laf``; see :mod:`lightning_unlearn.presets`). TensorBoard is the default logger and a
+rich progress bar the default progress bar;
 ``ForgettingMetrics``, ``UnlearningCost`` (with the time ratio to a configured ``RetrainComparison``'s oracle when
 its run time is recorded) and ``ModelCheckpoint(save_last=True)`` are added when not configured.
 At the end of ``fit`` a table summarises the metrics before and after unlearning, the unlearned classifier is
@@ -12,6 +14,7 @@ are in ``<log_dir>/splits.json``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -28,6 +31,7 @@ from lightning_unlearn.callbacks import (
 )
 from lightning_unlearn.callbacks.cost import read_reference_time
 from lightning_unlearn.datamodules import UnlearningDataModule
+from lightning_unlearn.presets import configs_command, resolve_config_args
 
 DEFAULT_LOG_DIR = "runs"
 
@@ -147,11 +151,20 @@ def main(args: Any = None, run: bool = True) -> UnlearnCLI:
     Returns:
         The CLI object (``cli.trainer``, ``cli.model``, ``cli.datamodule``).
     """
+    if args is None:
+        args = sys.argv[1:]
+    if isinstance(args, list | tuple):
+        args = resolve_config_args([str(a) for a in args])
     return UnlearnCLI(args=args, run=run)
 
 
 def run() -> None:
-    """Console entry point ``lightning-unlearn``: runs :func:`main` and exits 0 on success (an error exits non-zero)."""
+    """Console entry point ``lightning-unlearn``: runs :func:`main` and exits 0 on success (an error exits non-zero).
+
+    ``lightning-unlearn configs ...`` lists, prints and copies the shipped configs instead.
+    """
+    if sys.argv[1:2] == ["configs"]:
+        sys.exit(configs_command(sys.argv[2:]))
     main()
 
 

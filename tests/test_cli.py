@@ -16,9 +16,10 @@ from data_factories import cyclic_targets, write_cifar10, write_cifar100, write_
 import lightning_unlearn.methods as methods
 from lightning_unlearn.main import main
 from lightning_unlearn.models import load_classifier
+from lightning_unlearn.presets import CONFIG_ROOT, config_path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "trainer" not in p.relative_to(ROOT).parts[1:2])
+CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml") if p.relative_to(CONFIG_ROOT).parts[0] != "trainer")
 BASES = {
     "UnlearningMethod",
     "GradientUnlearningMethod",
@@ -99,7 +100,7 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(CONFIG_ROOT).as_posix())
 def test_every_shipped_config_runs_through_the_cli(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))
@@ -130,7 +131,7 @@ def test_every_unlearning_method_has_a_config():
 
 def test_fitted_method_reloads_through_load_classifier(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     cli = main(["fit", "--config", str(config), "--trainer.max_epochs", "2"])
     log_dir = Path(cli.trainer.log_dir)
     x = torch.rand(8, 1, 28, 28)
@@ -155,7 +156,7 @@ def test_fitted_method_reloads_through_load_classifier(tmp_path, monkeypatch):
 
 def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     first = main(["fit", "--config", str(config), "--trainer.max_epochs", "1"])
     last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
     resumed = main(["fit", "--config", str(config), "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
@@ -169,10 +170,10 @@ def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):
 
 def test_config_fragments_compose(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     fragment = tmp_path / "fragment.yaml"
     fragment.write_text("model:\n  init_args:\n    lr: 0.005\ntrainer:\n  max_epochs: 1\n")
-    trainer_fragment = str(ROOT / "configs/trainer/cpu.yaml")
+    trainer_fragment = str(CONFIG_ROOT / "trainer/cpu.yaml")
     cli = main(["--config", str(config), "--config", str(fragment), "--config", trainer_fragment], run=False)
     assert cli.model.hparams["lr"] == 0.005
     assert cli.trainer.max_epochs == 1
@@ -183,7 +184,7 @@ def test_config_fragments_compose(tmp_path, monkeypatch):
 
 def test_default_callbacks_when_none_configured(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     cfg = yaml.safe_load(config.read_text())
     del cfg["trainer"]["callbacks"]
     config.write_text(yaml.safe_dump(cfg))
@@ -195,7 +196,7 @@ def test_default_callbacks_when_none_configured(tmp_path, monkeypatch):
 
 def test_unknown_method_is_reported(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(config), "--model", "lightning_unlearn.methods.NoSuchMethod"])
     assert "NoSuchMethod" in capsys.readouterr().err
@@ -203,7 +204,7 @@ def test_unknown_method_is_reported(tmp_path, monkeypatch, capsys):
 
 def test_bad_hyperparameter_is_reported(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     with pytest.raises((ValueError, SystemExit)):
         main(["--config", str(config), "--model.init_args.lr", "-1"], run=False)
 
@@ -212,7 +213,7 @@ def test_readme_commands_match_the_project():
     readme = (ROOT / "README.md").read_text()
     assert "pip install .\n" in readme
     fit = re.search(r"^lightning-unlearn fit --config (\S+)$", readme, re.MULTILINE)
-    assert fit is not None and (ROOT / fit.group(1)).exists()
+    assert fit is not None and config_path(fit.group(1)).is_file()
     ci = (ROOT / ".ci" / "run").read_text()
     test_command = re.search(r"^(python -m pytest.*)$", readme, re.MULTILINE)
     assert test_command is not None and test_command.group(1) in ci
@@ -242,7 +243,7 @@ def test_console_scripts_exit_zero_after_a_successful_run(tmp_path, monkeypatch)
     }
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     monkeypatch.setattr("sys.argv", ["lightning-unlearn", "fit", "--config", str(config)])
     assert main_module.run() is None
     assert inspect.signature(privacy_audit.main).return_annotation in (None, "None")
@@ -254,9 +255,9 @@ _ = np  # numpy is used by the data factories
 
 def test_retrain_oracle_checkpoint_feeds_the_gap_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    oracle = main(["fit", "--config", str(tiny_config(ROOT / "configs/retrain/mnist5k_class0.yaml", tmp_path))])
+    oracle = main(["fit", "--config", str(tiny_config(CONFIG_ROOT / "retrain/mnist5k_class0.yaml", tmp_path))])
     reference = Path(oracle.trainer.log_dir) / "classifier.pt"
-    config = tiny_config(ROOT / "configs" / "quickstart.yaml", tmp_path)
+    config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
     cfg = yaml.safe_load(config.read_text())
     cfg["trainer"]["callbacks"].append(
         {

@@ -26,7 +26,7 @@ import yaml
 from data_factories import ToyDataModule, cyclic_targets, write_cifar10, write_cifar100, write_mnist, write_svhn
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_cli import ROOT, tiny_config
+from test_cli import tiny_config
 from trainers import quiet_trainer
 
 import lightning_unlearn.methods as methods
@@ -47,9 +47,10 @@ from lightning_unlearn.datamodules import (
 from lightning_unlearn.main import main
 from lightning_unlearn.methods import SSD, Finetune, Hybrid, UnlearningMethod
 from lightning_unlearn.models import build_classifier, export_classifier, load_classifier
+from lightning_unlearn.presets import CONFIG_ROOT
 
 BASES = {"UnlearningMethod", "GradientUnlearningMethod", "MultiStageUnlearningMethod", "OnePassUnlearningMethod"}
-QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+QUICKSTART = CONFIG_ROOT / "quickstart.yaml"
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_cli import ROOT, tiny_config
+from test_cli import tiny_config
 from trainers import SimulatedCrash
 
 from lightning_unlearn.main import main
 from lightning_unlearn.models import export_classifier, load_classifier
+from lightning_unlearn.presets import CONFIG_ROOT
 
 #: One shipped config per method class (the embedded-data configs where there is one).
 MATRIX: dict[str, str] = {
@@ -33,7 +34,7 @@ MATRIX: dict[str, str] = {
     "LFSSD": "mnist5k/class_removal/lfssd.yaml",
     "JiT": "mnist5k/class_removal/jit.yaml",
     "LAF": "mnist5k/class_removal/laf_r.yaml",
-    "L2UL": "mnist5k/k_instances/l2ul_adv_imp.yaml",
+    "L2UL": "mnist5k/k16/l2ul.yaml",
     "Poison": "mnist5k/random_10pct/poison.yaml",
     "PoisonFull": "mnist5k/random_10pct/poison_full.yaml",
     "Hybrid": "mnist5k/random_10pct/hybrid.yaml",
@@ -55,7 +56,7 @@ def _sha256(path: Path) -> str:
 
 def _prepare(name: str, tmp_path: Path) -> tuple[Path, Path]:
     """The tiny config of ``name`` with its classifier read from an ``original.pt`` file, and that file."""
-    config = tiny_config(ROOT / "configs" / MATRIX[name], tmp_path)
+    config = tiny_config(CONFIG_ROOT / MATRIX[name], tmp_path)
     cfg = yaml.safe_load(config.read_text())
     model_args = cfg["model"]["init_args"]["model"]["init_args"]
     torch.manual_seed(123)
