@@ -21,117 +21,108 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from lightning_unlearn.jobs import Job, cli_fit, default_workers, import_class, run_jobs, takes_seed
+from lightning_unlearn.presets import CONFIG_ROOT
 
-__all__ = ["METHODS", "SCENARIOS", "MethodPreset", "main", "run_benchmark"]
+__all__ = ["BENCHMARK_SETTINGS", "PRESETS", "SCENARIOS", "load_preset", "main", "preset_methods", "run_benchmark"]
 
 _DM = "lightning_unlearn.datamodules"
 _M = "lightning_unlearn.methods"
 
 
-@dataclass(frozen=True)
-class MethodPreset:
-    """A method's benchmark settings on the embedded data (the tuned values of the ``configs/mnist5k`` files).
+#: The benchmark's presets: ``<CONFIG_ROOT>/mnist5k/<scenario>/<method>.yaml``, one shipped config per method and
+#: scenario.
+PRESETS = CONFIG_ROOT / "mnist5k"
 
-    Args:
-        class_path: The method class.
-        init_args: Its arguments (besides ``model``).
-        max_epochs: ``trainer.max_epochs`` (the sum of the stages for multi-stage methods).
-        trainer: Further trainer options.
-        per_scenario: Argument overrides per scenario name.
-        scenarios: The scenarios the method is run on by default (``None``: all).
+#: Display order of the methods in tables and plots (methods not listed follow in alphabetical order).
+DISPLAY_ORDER = (
+    "finetune",
+    "gradient_ascent",
+    "neggrad_plus",
+    "random_label",
+    "l1_sparse",
+    "salun",
+    "scrub",
+    "bad_teaching",
+    "unsir",
+    "boundary_shrink",
+    "boundary_expanding",
+    "ssd",
+    "lfssd",
+    "jit",
+    "laf",
+    "laf_r",
+    "l2ul",
+    "poison",
+    "poison_full",
+    "hybrid",
+    "pruning",
+    "pruning_last",
+    "pruning_complex",
+    "activation_reset",
+)
+
+#: What the benchmark sets in a preset (everything else of the shipped file is run as it is).
+BENCHMARK_SETTINGS = (
+    "seed_everything",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.check_val_every_n_epoch",
+    "trainer.num_sanity_val_steps",
+    "model.init_args.model",
+    "model.init_args.seed",
+    "data.init_args.shuffle_seed",
+)
+
+
+def preset_path(method: str, scenario: str, presets: str | Path | None = None) -> Path:
+    """The shipped config (or, with ``presets``, the user's file) that the benchmark runs for a method x scenario."""
+    return Path(presets or PRESETS) / scenario / f"{method}.yaml"
+
+
+def preset_methods(scenarios: Sequence[str] | None = None, presets: str | Path | None = None) -> list[str]:
+    """Methods with a preset on at least one of ``scenarios`` (default: every scenario), in display order."""
+    root = Path(presets or PRESETS)
+    names = {p.stem for scenario in (scenarios or SCENARIOS) for p in (root / scenario).glob("*.yaml")}
+    known = [m for m in DISPLAY_ORDER if m in names]
+    return known + sorted(names - set(known))
+
+
+def load_preset(method: str, scenario: str, presets: str | Path | None = None) -> dict[str, Any]:
+    """The preset's config as a dict, checked to run ``scenario`` (the scenario its folder names).
+
+    Raises:
+        ValueError: If no preset exists, or its datamodule's scenario is not the benchmark's ``scenario``.
     """
+    path = preset_path(method, scenario, presets)
+    if not path.is_file():
+        raise ValueError(f"no preset for {method!r} on {scenario!r} (looked for {path})")
+    config = yaml.safe_load(path.read_text())
+    declared = (config.get("data") or {}).get("init_args", {}).get("scenario")
+    if _normal(declared) != _normal(SCENARIOS[scenario]):
+        raise ValueError(
+            f"{path} runs the scenario {declared!r}, not the benchmark's {scenario!r}: {SCENARIOS[scenario]}"
+        )
+    return config
 
-    class_path: str
-    init_args: Mapping[str, Any] = field(default_factory=dict)
-    max_epochs: int = 1
-    trainer: Mapping[str, Any] = field(default_factory=dict)
-    per_scenario: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    scenarios: tuple[str, ...] | None = None
 
-    def arguments(self, scenario: str) -> dict[str, Any]:
-        """The init arguments for ``scenario``."""
-        return {**self.init_args, **self.per_scenario.get(scenario, {})}
+def _normal(spec: Any) -> Any:
+    """A scenario spec with an absent ``init_args`` read as empty (``{class_path: X}`` equals ``init_args: {}``)."""
+    if isinstance(spec, Mapping):
+        return {"class_path": spec.get("class_path"), "init_args": dict(spec.get("init_args") or {})}
+    return spec
 
-
-_STAGED = {"reload_dataloaders_every_n_epochs": 1}
-_PRECISION_PRUNING = {"overfit_lr": 0.01, "overfit_epochs": 20, "quantile": 0.3, "retain_lr": 1e-3, "retain_epochs": 5}
-_LAF = {"latent_dim": 8, "vae_epochs": 10, "unlearn_epochs": 20, "lr_ue": 5e-5, "lr_ra": 1e-4, "temperature": 20.0}
-
-#: Benchmark presets (library-tuned for the mnist5k ``laf_cnn``; see the matching configs and their comments).
-METHODS: dict[str, MethodPreset] = {
-    "finetune": MethodPreset(f"{_M}.Finetune", {"lr": 0.01}, 5, per_scenario={"random_10pct": {"lr": 1e-3}}),
-    "gradient_ascent": MethodPreset(f"{_M}.GradientAscent", {"lr": 1e-4, "forget_loss_ceiling": 2.5}, 2),
-    "neggrad_plus": MethodPreset(
-        f"{_M}.GradientAscent",
-        {"lr": 1e-3, "forget_weight": 0.1, "retain_weight": 1.0, "forget_loss_ceiling": 5.0},
-        3,
-    ),
-    "random_label": MethodPreset(f"{_M}.RandomLabel", {"lr": 1e-3, "retain_weight": 1.0}, 3),
-    # SSD / JiT: the class-removal values select (or move) far too much when the forget set looks like the rest of
-    # the data; the published SSD alpha = 10, lambda = 1 and a smaller JiT step suit those scenarios.
-    "ssd": MethodPreset(
-        f"{_M}.SSD",
-        {"alpha": 0.25, "lambda_": 0.01, "importance_batch_size": 64},
-        1,
-        per_scenario={name: {"alpha": 10.0, "lambda_": 1.0} for name in ("random_10pct", "k16", "noisy_labels")},
-    ),
-    "lfssd": MethodPreset(f"{_M}.LFSSD", {"alpha": 2.0, "lambda_": 1.0, "importance_batch_size": 64}, 1),
-    "jit": MethodPreset(
-        f"{_M}.JiT",
-        {"sigma": 0.5, "lr": 7e-4, "n_perturbations": 25},
-        1,
-        per_scenario={name: {"lr": 1e-4} for name in ("random_10pct", "noisy_labels")},
-    ),
-    "laf": MethodPreset(f"{_M}.LAF", _LAF, 40, _STAGED),
-    "laf_r": MethodPreset(f"{_M}.LAF", {**_LAF, "repair": True, "repair_epochs": 5, "repair_lr": 1e-4}, 45, _STAGED),
-    "l2ul": MethodPreset(
-        f"{_M}.L2UL",
-        {
-            "num_classes": 10,
-            "variant": "adv_imp",
-            "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9}},
-            "num_adv_per_instance": 8,
-            "pgd_eps": 1.0,
-            "pgd_step": 0.1,
-            "pgd_iters": 100,
-            "adv_batch_size": 256,
-            "forget_batch_size": 32,
-            "max_epochs": 300,
-        },
-        100_000,
-        {"enable_checkpointing": False},
-        # instance-wise: 8 PGD examples of 100 steps per forgotten sample make it prohibitive beyond k instances
-        scenarios=("k16",),
-    ),
-    "poison": MethodPreset(f"{_M}.Poison", {"lr": 7e-4, "epochs": 1}, 1),
-    "poison_full": MethodPreset(f"{_M}.PoisonFull", {"lr": 2e-3, "epochs": 5, "schedule": "cosine"}, 5),
-    "hybrid": MethodPreset(
-        f"{_M}.Hybrid",
-        {"forget_lr": 3e-3, "forget_epochs": 1, "retain_lr": 1e-3, "retain_epochs": 5},
-        6,
-        _STAGED,
-    ),
-    "pruning": MethodPreset(f"{_M}.Pruning", _PRECISION_PRUNING, 25, _STAGED),
-    "pruning_last": MethodPreset(f"{_M}.PruningLast", _PRECISION_PRUNING, 25, _STAGED),
-    "pruning_complex": MethodPreset(
-        f"{_M}.PruningComplex", {**_PRECISION_PRUNING, "retain_sample_size": 400}, 45, _STAGED
-    ),
-    "activation_reset": MethodPreset(
-        f"{_M}.ActivationReset",
-        {"toll": 0.8, "reset_head": True, "retain_sample_size": 400, "retain_lr": 1e-3, "retain_epochs": 5},
-        6,
-        _STAGED,
-    ),
-}
 
 #: Benchmark scenarios (the issue's defaults).
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -156,35 +147,37 @@ class RunSpec:
     recipe: str
     cache_dir: str | None
     recipe_epochs: int | None
+    presets: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- configs
 def _scenario_object(scenario: str) -> Any:
     spec = SCENARIOS[scenario]
-    return import_class(spec["class_path"])(**spec["init_args"])
-
-
-def _runs_on(method: str, scenario: str, explicit: bool) -> bool:
-    """Whether ``method`` runs on ``scenario``: always when methods were named, else on its default scenarios."""
-    supported = METHODS[method].scenarios
-    return explicit or supported is None or scenario in supported
+    return import_class(spec["class_path"])(**spec.get("init_args", {}))
 
 
 def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``lightning-unlearn fit`` config of one run."""
+    """The ``lightning-unlearn fit`` config of one run: the preset file with only :data:`BENCHMARK_SETTINGS` set.
+
+    The benchmark sets the seed (``seed_everything``, the method's ``seed`` when it takes one, the datamodule's
+    ``shuffle_seed``), the cached original classifier, CPU on one device, no logger and no validation during the run,
+    and its own evaluation callbacks. On another recipe than the presets' (``digits8x8``), the datamodule class is
+    that recipe's too. Every other value (method arguments, epochs, stages, batch size, ...) is the preset's.
+    """
     from lightning_unlearn.pretrained import RECIPES
 
-    preset = METHODS[spec.method]
+    config = load_preset(spec.method, spec.scenario, spec.presets)
     recipe = RECIPES[spec.recipe]
     datamodule = recipe.datamodule()
     channels, height, width = datamodule.input_shape
-    init_args: dict[str, Any] = {
-        "model": {"class_path": "lightning_unlearn.pretrained.pretrained_classifier", "init_args": dict(original_args)}
+    model = config["model"]
+    init_args = model.setdefault("init_args", {})
+    init_args["model"] = {
+        "class_path": "lightning_unlearn.pretrained.pretrained_classifier",
+        "init_args": dict(original_args),
     }
-    init_args.update(preset.arguments(spec.scenario))
-    if takes_seed(import_class(preset.class_path)):
+    if takes_seed(import_class(model["class_path"])):
         init_args["seed"] = spec.seed
-    max_epochs = preset.max_epochs
     callbacks = [
         {"class_path": "lightning_unlearn.callbacks.ForgettingMetrics", "init_args": {"log_initial": False}},
         {
@@ -204,27 +197,23 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
         },
         {"class_path": "lightning_unlearn.callbacks.UnlearningCost", "init_args": {"reference_ckpt": str(oracle)}},
     ]
-    return {
-        "seed_everything": spec.seed,
-        "trainer": {
+    trainer = config.setdefault("trainer", {})
+    trainer.pop("logger", None)
+    trainer.update(
+        {
             "accelerator": "cpu",
             "devices": 1,
-            "max_epochs": max_epochs,
             "check_val_every_n_epoch": _NEVER,
             "num_sanity_val_steps": 0,
             "callbacks": callbacks,
-            **preset.trainer,
-        },
-        "model": {"class_path": preset.class_path, "init_args": init_args},
-        "data": {
-            "class_path": f"{recipe.datamodule.__module__}.{recipe.datamodule.__name__}",
-            "init_args": {
-                "scenario": SCENARIOS[spec.scenario],
-                "batch_size": recipe.batch_size,
-                "shuffle_seed": spec.seed,
-            },
-        },
-    }
+        }
+    )
+    config["seed_everything"] = spec.seed
+    data = config["data"]
+    data.setdefault("init_args", {})["shuffle_seed"] = spec.seed
+    if spec.recipe != PRESETS.name:  # the presets' settings on another embedded dataset
+        data["class_path"] = f"{recipe.datamodule.__module__}.{recipe.datamodule.__name__}"
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- one run (worker)
@@ -285,8 +274,12 @@ def run_benchmark(
     cache_dir: str | None = None,
     recipe_epochs: int | None = None,
     console: Console | None = None,
+    presets: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark and write its outputs; returns the per-run records.
+
+    Each method runs on the scenarios it has a preset for (``<presets>/<scenario>/<method>.yaml``; default the
+    shipped :data:`PRESETS`); a named method without a preset on a chosen scenario is reported and skipped.
 
     Raises:
         ValueError: On an unknown method, scenario or recipe, or ``seeds < 1``.
@@ -294,15 +287,16 @@ def run_benchmark(
     from lightning_unlearn.pretrained import RECIPES, pretrained_checkpoint
 
     console = console or Console()
-    chosen_methods = list(methods or [])
-    methods = chosen_methods or list(METHODS)
     scenarios = list(scenarios) if scenarios else list(SCENARIOS)
-    for name in methods:
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose from {tuple(METHODS)}")
     for name in scenarios:
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; choose from {tuple(SCENARIOS)}")
+    known = preset_methods(None, presets)
+    for name in methods or []:
+        if name not in known:
+            raise ValueError(f"unknown method {name!r}; choose from {tuple(known)}")
+    methods = list(methods) if methods else preset_methods(scenarios, presets)
+    presets_arg = None if presets is None else str(presets)
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -337,11 +331,9 @@ def run_benchmark(
 
     # 2. the runs
     jobs = []
-    skipped = [
-        f"{m} on {sc}" for sc in scenarios for m in methods if not _runs_on(m, sc, explicit=bool(chosen_methods))
-    ]
+    skipped = [f"{m} on {sc}" for sc in scenarios for m in methods if not preset_path(m, sc, presets).is_file()]
     if skipped:
-        console.print(f"Not run (outside the method's scenarios; name the method explicitly to force): {skipped}")
+        console.print(f"Not run (no preset for the scenario): {', '.join(skipped)}")
     for scenario in scenarios:
         original_args = {
             "recipe": recipe,
@@ -351,10 +343,10 @@ def run_benchmark(
             "progress": False,
         }
         for method in methods:
-            if not _runs_on(method, scenario, explicit=bool(chosen_methods)):
+            if not preset_path(method, scenario, presets).is_file():
                 continue
             for seed in range(seeds):
-                spec = RunSpec(method, scenario, seed, recipe, cache_dir, recipe_epochs)
+                spec = RunSpec(method, scenario, seed, recipe, cache_dir, recipe_epochs, presets_arg)
                 run_dir = out / "runs" / method / scenario / f"seed{seed}"
                 jobs.append(
                     Job(
@@ -452,19 +444,21 @@ def _markdown(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> str:
             f"### {scenario}",
             "",
             f"| method | forget acc (%) | retain acc (%) | test acc (%){other} | MIA efficacy (%) "
-            "| avg gap to retrain (pp) | unlearn time / retrain time |",
-            "|---|---|---|---|---|---|---|",
+            "| avg gap to retrain (pp) | optimiser steps | unlearn time / retrain time |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         svc = reference.get("mia/svc_confidence_efficacy")
         lines.append(
             f"| retrain (oracle) | {_pct(reference.get('acc/forget'))} | {_pct(reference.get('acc/retain'))} | "
-            f"{_pct(reference.get(test))} | {_pct(svc)} | 0 | 1 |"
+            f"{_pct(reference.get(test))} | {_pct(svc)} | 0 | - | 1 |"
         )
         for method, runs in by_method.items():
+            steps = _values(runs, "cost/optimizer_steps")
             lines.append(
                 f"| {method} | {_mean_std(_values(runs, 'acc/forget'))} | {_mean_std(_values(runs, 'acc/retain'))} | "
                 f"{_mean_std(_values(runs, test))} | {_mean_std(_values(runs, 'mia/svc_confidence_efficacy'))} | "
-                f"{_mean_std(_values(runs, 'gap/avg'))} | {_mean_std(_values(runs, 'cost/time_ratio'), 1.0, 3)} |"
+                f"{_mean_std(_values(runs, 'gap/avg'))} | {f'{steps.mean():.0f}' if len(steps) else '-'} | "
+                f"{_mean_std(_values(runs, 'cost/time_ratio'), 1.0, 3)} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -496,6 +490,7 @@ def _table(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> Table:
 
 
 def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) -> None:
+    """``forget_vs_test.png`` and ``cost_vs_gap.png``: one panel per scenario, points labelled, the oracle marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -504,13 +499,18 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
     scenarios = list(groups)
     methods = list(dict.fromkeys(m for by_method in groups.values() for m in by_method))
     colours = plt.get_cmap("tab20")
+    markers = "osD^v<>pPX*h"
+    style = {m: (colours(i % 20), markers[i % len(markers)]) for i, m in enumerate(methods)}
+    columns = min(2, len(scenarios))
+    rows = math.ceil(len(scenarios) / columns)
     for kind in ("forget_vs_test", "cost_vs_gap"):
-        fig, axes = plt.subplots(1, len(scenarios), figsize=(4.5 * len(scenarios), 4), squeeze=False)
-        for ax, scenario in zip(axes[0], scenarios, strict=True):
+        fig, axes = plt.subplots(rows, columns, figsize=(7.5 * columns, 6 * rows), squeeze=False)
+        for ax, scenario in zip(axes.flat, scenarios, strict=False):
             by_method = groups[scenario]
             first = next(iter(by_method.values()))
             test = _test_name(first)
-            for i, method in enumerate(methods):
+            reference = first[0]["reference"]
+            for method in methods:
                 runs = by_method.get(method)
                 if not runs:
                     continue
@@ -519,29 +519,83 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
                 else:
                     x, y = _values(runs, "cost/time_ratio"), _values(runs, "gap/avg") * 100
                 if len(x) and len(y):
-                    ax.scatter([x.mean()], [y.mean()], color=colours(i % 20), label=method, s=30)
-            if kind == "forget_vs_test":
-                reference = first[0]["reference"]
-                if "acc/forget" in reference and test in reference:
+                    colour, marker = style[method]
                     ax.scatter(
-                        [100 * reference["acc/forget"]],
-                        [100 * reference[test]],
+                        [x.mean()],
+                        [y.mean()],
+                        color=colour,
+                        marker=marker,
+                        s=70,
+                        label=method,
+                        edgecolors="black",
+                        linewidths=0.5,
+                        zorder=3,
+                    )
+                    ax.annotate(method, (x.mean(), y.mean()), xytext=(4, 4), textcoords="offset points", fontsize=8)
+            if kind == "forget_vs_test":
+                if "acc/forget" in reference and test in reference:
+                    ox, oy = 100 * reference["acc/forget"], 100 * reference[test]
+                    ax.scatter(
+                        [ox],
+                        [oy],
                         marker="*",
-                        s=200,
-                        color="black",
+                        s=350,
+                        color="gold",
+                        edgecolors="black",
+                        zorder=4,
                         label="retrain (oracle)",
                     )
-                ax.set_xlabel("forget accuracy (%)")
-                ax.set_ylabel("test accuracy (%)")
+                    ax.annotate(
+                        "retrain (oracle): the target",
+                        (ox, oy),
+                        xytext=(6, -12),
+                        textcoords="offset points",
+                        fontsize=9,
+                        weight="bold",
+                    )
+                ax.set_xlabel("forget accuracy (%): closer to the oracle's is better")
+                remaining = " on the remaining classes" if test.endswith("retain") else ""
+                ax.set_ylabel(f"test accuracy{remaining} (%): higher is better")
             else:
+                ax.scatter(
+                    [1.0],
+                    [0.0],
+                    marker="*",
+                    s=350,
+                    color="gold",
+                    edgecolors="black",
+                    zorder=4,
+                    label="retrain (oracle)",
+                )
+                ax.annotate(
+                    "retrain (oracle)", (1.0, 0.0), xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold"
+                )
                 ax.set_xscale("log")
-                ax.set_xlabel("unlearning time / retraining time")
-                ax.set_ylabel("average gap to retrain (pp)")
-            ax.set_title(scenario)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="center right", fontsize="small")
-        fig.tight_layout(rect=(0, 0, 0.85, 1))
-        fig.savefig(out / f"{kind}.png", dpi=100)
+                ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+                ax.set_xlabel("unlearning time / retraining time (log; left of 1 = cheaper than retraining)")
+                ax.set_ylabel("average gap to retrain (pp): lower is better")
+                ax.set_ylim(bottom=-2)
+            ax.grid(True, alpha=0.3)
+            ax.set_title(scenario, fontsize=12, weight="bold")
+        for ax in list(axes.flat)[len(scenarios) :]:
+            ax.set_visible(False)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        seen = dict(zip(labels, handles, strict=True))
+        for ax in list(axes.flat)[1 : len(scenarios)]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(label, handle)
+        fig.legend(
+            list(seen.values()), list(seen), loc="lower center", ncol=min(6, len(seen)), fontsize=9, frameon=False
+        )
+        title = (
+            "Forget vs test accuracy (mean over seeds)"
+            if kind == "forget_vs_test"
+            else "Cost vs average gap to retraining (mean over seeds)"
+        )
+        fig.suptitle(title, fontsize=14)
+        legend_rows = math.ceil(len(seen) / 6)
+        fig.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows / rows, 1, 0.97))
+        fig.savefig(out / f"{kind}.png", dpi=110)
         plt.close(fig)
 
 
@@ -552,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lightning-unlearn-benchmark",
         description="Run unlearning methods on scenarios of an embedded dataset against the retrain oracle.",
     )
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, help="default: all")
+    parser.add_argument("--methods", nargs="+", default=None, help="method presets to run (default: all)")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=None, help="default: all")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per method and scenario (default 2)")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: 2 on CPU)")
@@ -560,22 +614,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", default="mnist5k", help="embedded dataset: mnist5k (default) or digits8x8")
     parser.add_argument("--cache-dir", default=None, help="cache of original / retrained models")
     parser.add_argument("--recipe-epochs", type=int, default=None, help="epochs of the original and oracle")
+    parser.add_argument(
+        "--presets",
+        default=None,
+        help="folder of <scenario>/<method>.yaml presets (default: the shipped mnist5k configs)",
+    )
     return parser
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-unlearn-benchmark``."""
-    ns = build_parser().parse_args(args)
-    run_benchmark(
-        methods=ns.methods,
-        scenarios=ns.scenarios,
-        seeds=ns.seeds,
-        workers=ns.workers,
-        out=ns.out,
-        recipe=ns.recipe,
-        cache_dir=ns.cache_dir,
-        recipe_epochs=ns.recipe_epochs,
-    )
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    try:
+        run_benchmark(
+            methods=ns.methods,
+            scenarios=ns.scenarios,
+            seeds=ns.seeds,
+            workers=ns.workers,
+            out=ns.out,
+            recipe=ns.recipe,
+            cache_dir=ns.cache_dir,
+            recipe_epochs=ns.recipe_epochs,
+            presets=ns.presets,
+        )
+
+    except ValueError as error:  # a bad method / scenario / preset: one line, exit status 2
+        parser.error(str(error))
 
 
 if __name__ == "__main__":
