@@ -8,7 +8,7 @@ Run from the repository root::
 What is compared (issue #9). Every run starts from the same original classifier (``pretrained_classifier("mnist5k")``,
 ``laf_cnn``; ``--init random`` uses a seeded fresh one instead) and finetunes it on the retain set of the embedded 5k
 MNIST digits (``RandomRemoval(0.1)``, seed 0: 3,600 images) with ``Finetune``'s optimiser (SGD lr 1e-3, momentum 0.9,
-Nesterov, weight decay 5e-4; ``configs/mnist5k/random_10pct/finetune.yaml``), for the same number of epochs and the
+Nesterov, weight decay 5e-4; config ``mnist5k/random_10pct/finetune``), for the same number of epochs and the
 same batch size:
 
 - **plain**: a hand-written PyTorch loop (``model.train()``, forward, cross-entropy, backward, step) over a
@@ -96,7 +96,7 @@ from lightning_unlearn.datamodules import MNIST5kDataModule, RandomRemoval, Spli
 from lightning_unlearn.methods import Finetune  # noqa: E402
 from lightning_unlearn.models import load_classifier  # noqa: E402
 
-#: Finetune's defaults (and configs/mnist5k/random_10pct/finetune.yaml).
+#: Finetune's defaults (and the shipped mnist5k/random_10pct/finetune config).
 LR, MOMENTUM, WEIGHT_DECAY, NESTEROV = 1e-3, 0.9, 5e-4, True
 THROUGHPUT_TARGET = 0.9
 CALLBACK_TARGET = 0.10

@@ -12,20 +12,18 @@ retain set, validation off). Prints forget / remaining-class test accuracy and t
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from lightning_unlearn.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def run(config: str, *extra: str) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    cli = main(["fit", "--config", str(ROOT / config), *QUIET, *extra])
+    cli = main(["fit", "--config", config, *QUIET, *extra])
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     return wall, metrics
@@ -33,13 +31,13 @@ def run(config: str, *extra: str) -> tuple[float, dict[str, float]]:
 
 def main_benchmark() -> None:
     console = Console()
-    retrain_wall, retrain = run("configs/retrain/mnist5k_class0.yaml", "--trainer.limit_val_batches", "0")
+    retrain_wall, retrain = run("retrain/mnist5k_class0", "--trainer.limit_val_batches", "0")
     table = Table(title="Zero-shot and one-pass unlearning vs retraining (mnist5k, forget digit 0)")
     for column in ("method", "acc/forget %", "acc/test_retain %", "time s", "time / retrain"):
         table.add_column(column, justify="right" if column != "method" else "left")
     table.add_row("retrain oracle", "-", "-", f"{retrain_wall:.1f}", "1.000")
     for name in ("ssd", "lfssd", "jit"):
-        _, metrics = run(f"configs/mnist5k/class_removal/{name}.yaml")
+        _, metrics = run(f"mnist5k/class_removal/{name}")
         seconds = metrics["cost/unlearn_time_s"]
         table.add_row(
             name.upper(),

@@ -489,6 +489,10 @@ def _table(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> Table:
     return table
 
 
+#: Text offsets (points) of the method labels, cycled through so that close points' labels do not overlap.
+_LABEL_OFFSETS = ((5, 5), (5, -11), (-10, 8), (5, 14), (-10, -14))
+
+
 def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) -> None:
     """``forget_vs_test.png`` and ``cost_vs_gap.png``: one panel per scenario, points labelled, the oracle marked."""
     import matplotlib
@@ -531,7 +535,9 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
                         linewidths=0.5,
                         zorder=3,
                     )
-                    ax.annotate(method, (x.mean(), y.mean()), xytext=(4, 4), textcoords="offset points", fontsize=8)
+                    # staggered label offsets keep neighbouring points' names apart
+                    offset = _LABEL_OFFSETS[methods.index(method) % len(_LABEL_OFFSETS)]
+                    ax.annotate(method, (x.mean(), y.mean()), xytext=offset, textcoords="offset points", fontsize=8)
             if kind == "forget_vs_test":
                 if "acc/forget" in reference and test in reference:
                     ox, oy = 100 * reference["acc/forget"], 100 * reference[test]
@@ -585,7 +591,12 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 seen.setdefault(label, handle)
         fig.legend(
-            list(seen.values()), list(seen), loc="lower center", ncol=min(6, len(seen)), fontsize=9, frameon=False
+            list(seen.values()),
+            list(seen),
+            loc="lower center",
+            ncol=min(3 * columns, len(seen)),
+            fontsize=9,
+            frameon=False,
         )
         title = (
             "Forget vs test accuracy (mean over seeds)"
@@ -593,9 +604,9 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
             else "Cost vs average gap to retraining (mean over seeds)"
         )
         fig.suptitle(title, fontsize=14)
-        legend_rows = math.ceil(len(seen) / 6)
+        legend_rows = math.ceil(len(seen) / (3 * columns))
         fig.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows / rows, 1, 0.97))
-        fig.savefig(out / f"{kind}.png", dpi=110)
+        fig.savefig(out / f"{kind}.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
 
 
@@ -619,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of <scenario>/<method>.yaml presets (default: the shipped mnist5k configs)",
     )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="run the jobs as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
+    )
     return parser
 
 
@@ -626,18 +642,21 @@ def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-unlearn-benchmark``."""
     parser = build_parser()
     ns = parser.parse_args(args)
+    from lightning_unlearn.jobs import engine_from_address
+
     try:
-        run_benchmark(
-            methods=ns.methods,
-            scenarios=ns.scenarios,
-            seeds=ns.seeds,
-            workers=ns.workers,
-            out=ns.out,
-            recipe=ns.recipe,
-            cache_dir=ns.cache_dir,
-            recipe_epochs=ns.recipe_epochs,
-            presets=ns.presets,
-        )
+        with engine_from_address(ns.ray_address):
+            run_benchmark(
+                methods=ns.methods,
+                scenarios=ns.scenarios,
+                seeds=ns.seeds,
+                workers=ns.workers,
+                out=ns.out,
+                recipe=ns.recipe,
+                cache_dir=ns.cache_dir,
+                recipe_epochs=ns.recipe_epochs,
+                presets=ns.presets,
+            )
 
     except ValueError as error:  # a bad method / scenario / preset: one line, exit status 2
         parser.error(str(error))

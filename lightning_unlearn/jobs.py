@@ -4,6 +4,11 @@ Used by the privacy audit and the benchmark: each job writes one result file, an
 is not run again, so an interrupted command picks up where it stopped. Jobs run in ``workers`` spawned processes;
 each process gets an equal share of the CPU threads and, when CUDA devices are visible, one device (round robin),
 so models train in parallel over the available processes and devices.
+
+With ``engine="ray"`` each job becomes a Ray task (``num_cpus`` threads, one GPU where CUDA is visible) on a local
+Ray instance or the cluster at ``ray_address`` (``"auto"``, ``"ray://host:10001"``); results and resume are the same
+as locally, provided the result paths are on a filesystem every node sees. :func:`use_engine` sets the engine of
+every :func:`run_jobs` call inside it (the commands' ``--ray-address``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,23 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["Job", "JobError", "cli_fit", "default_workers", "import_class", "quiet_output", "run_jobs", "takes_seed"]
+__all__ = [
+    "ENGINES",
+    "Job",
+    "JobError",
+    "cli_fit",
+    "default_workers",
+    "engine_from_address",
+    "import_class",
+    "quiet_output",
+    "run_jobs",
+    "takes_seed",
+    "use_engine",
+]
+
+#: Execution engines of :func:`run_jobs`.
+ENGINES = ("local", "ray")
+_ENGINE: dict[str, Any] = {"engine": "local", "ray_address": None}
 
 
 @dataclass(frozen=True)
@@ -62,26 +83,71 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+@contextlib.contextmanager
+def use_engine(engine: str = "local", ray_address: str | None = None) -> Iterator[None]:
+    """Make ``engine`` (and ``ray_address``) the default of every :func:`run_jobs` call inside the block.
+
+    Raises:
+        ValueError: If ``engine`` is not one of :data:`ENGINES`.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    saved = dict(_ENGINE)
+    _ENGINE.update(engine=engine, ray_address=ray_address)
+    try:
+        yield
+    finally:
+        _ENGINE.clear()
+        _ENGINE.update(saved)
+
+
+def engine_from_address(ray_address: str | None) -> contextlib.AbstractContextManager[None]:
+    """The engine of a command's ``--ray-address`` (a context manager, see :func:`use_engine`).
+
+    ``None``: local processes; ``"local"``: a Ray instance started on this machine; any other value (``"auto"``,
+    ``"ray://host:10001"``): the Ray cluster at that address.
+    """
+    if ray_address is None:
+        return use_engine("local")
+    return use_engine("ray", None if ray_address == "local" else ray_address)
+
+
 def run_jobs(
     jobs: Sequence[Job],
     workers: int = 1,
     description: str = "jobs",
     console: Console | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    num_cpus: float | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Run the jobs whose result is missing, ``workers`` at a time, and return every job's result path.
 
     Args:
         jobs: The jobs (their result files must be distinct).
-        workers: Parallel processes; 1 runs the jobs in this process (no spawn overhead, easy debugging).
+        workers: Parallel processes (Ray: tasks in flight); 1 runs the jobs in this process locally (no spawn
+            overhead, easy debugging).
         description: Label of the progress bar.
         console: Console of the progress bar.
+        engine: ``"local"`` (spawned processes) or ``"ray"`` (one Ray task per job); ``None``: the engine set by
+            :func:`use_engine` (default ``"local"``).
+        ray_address: Ray cluster to join (``"auto"``, ``"ray://host:port"``); ``None``: the :func:`use_engine`
+            address, else a Ray instance already initialised in this process, else a new local one.
+        num_cpus: CPUs of each Ray task (default: this machine's cores divided by ``workers``).
+        progress: Show a progress bar.
 
     Raises:
-        ValueError: If ``workers < 1`` or two jobs share a result file.
+        ValueError: If ``workers < 1``, two jobs share a result file or the engine is unknown.
         JobError: When a job fails or does not write its result (the other running jobs finish first).
+        ImportError: With ``engine="ray"`` when Ray is not installed.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    engine = engine if engine is not None else str(_ENGINE["engine"])
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    ray_address = ray_address if ray_address is not None else _ENGINE["ray_address"]
     results = [job.result for job in jobs]
     if len(set(results)) != len(results):
         raise ValueError("every job needs its own result file")
@@ -95,16 +161,88 @@ def run_jobs(
         TextColumn("left"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=len(jobs), completed=len(jobs) - len(pending))
+    with Progress(*columns, console=console, transient=False, disable=not progress) as bar:
+        task = bar.add_task(description, total=len(jobs), completed=len(jobs) - len(pending))
+        if engine == "ray":
+            if pending:
+                _run_ray(pending, workers, lambda: bar.advance(task), ray_address, num_cpus)
+            return results
         if workers == 1 or len(pending) <= 1:
             for job in pending:
                 _run_one(job)
                 _check_result(job)
-                progress.advance(task)
+                bar.advance(task)
             return results
-        _run_parallel(pending, min(workers, len(pending)), lambda: progress.advance(task))
+        _run_parallel(pending, min(workers, len(pending)), lambda: bar.advance(task))
     return results
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError(
+            "the Ray engine needs Ray: pip install 'lightning-unlearn[ray]' (or pip install 'ray[default]')"
+        ) from error
+    return ray
+
+
+def _run_ray(
+    pending: Sequence[Job],
+    workers: int,
+    advance: Callable[[], None],
+    address: str | None,
+    num_cpus: float | None,
+) -> None:
+    """One Ray task per job, at most ``workers`` in flight; the first failure stops queueing, like the pool."""
+    import torch
+
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    cpus = num_cpus if num_cpus is not None else max(1.0, float((os.cpu_count() or 1) // workers))
+    task = ray.remote(num_cpus=cpus, num_gpus=1 if torch.cuda.is_available() else 0, max_retries=0)(_ray_task)
+    failure: JobError | None = None
+    try:
+        queue = list(pending)
+        running: dict[Any, Job] = {}
+        while queue or running:
+            while queue and len(running) < workers and failure is None:
+                job = queue.pop(0)
+                running[task.remote(job, cpus)] = job
+            if not running:
+                break
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                job = running.pop(ref)
+                try:
+                    ray.get(ref)
+                    _check_result(job)
+                except JobError as error:
+                    failure = failure or error
+                except Exception as error:  # the task raised (RayTaskError wraps the JobError) or its worker died
+                    cause = getattr(error, "cause", None)
+                    failure = failure or (
+                        cause if isinstance(cause, JobError) else JobError(f"job {job.name!r} failed: {error!r}")
+                    )
+                else:
+                    advance()
+            if failure is not None:
+                queue.clear()
+    finally:
+        if started:
+            ray.shutdown()
+    if failure is not None:
+        raise failure
+
+
+def _ray_task(job: Job, cpus: float) -> None:
+    """A Ray task: the job with the task's CPU share as threads (Ray sets the visible GPU)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    _run_one(job)
 
 
 def _run_parallel(pending: Sequence[Job], workers: int, advance: Callable[[], None]) -> None:

@@ -13,14 +13,12 @@ are in ``<log_dir>/splits.json``.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from rich.console import Console
 
 from lightning_unlearn.callbacks import (
     ForgettingMetrics,
@@ -28,6 +26,7 @@ from lightning_unlearn.callbacks import (
     SplitMetricsCallback,
     StageProgressBar,
     UnlearningCost,
+    UnlearningReport,
 )
 from lightning_unlearn.callbacks.cost import read_reference_time
 from lightning_unlearn.datamodules import UnlearningDataModule
@@ -37,7 +36,7 @@ DEFAULT_LOG_DIR = "runs"
 
 
 class UnlearnCLI(LightningCLI):
-    """LightningCLI with the library's defaults (logger, progress bar, checkpoints, safe loading, summary)."""
+    """LightningCLI with the library's defaults (logger, progress bar, checkpoints, safe loading, the report)."""
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         defaults: dict[str, Any] = {
@@ -97,17 +96,10 @@ class UnlearnCLI(LightningCLI):
             isinstance(c, ModelCheckpoint) for c in configured
         ):
             callbacks.append(ModelCheckpoint(save_last=True))
+        if not any(isinstance(c, UnlearningReport) for c in configured):
+            # the end-of-fit table and classifier.pt: the same callback a plain Trainer user adds
+            callbacks.append(UnlearningReport())
         return super()._instantiate_trainer(config, callbacks)
-
-    def after_fit(self) -> None:
-        """Export the unlearned classifier and print the before/after summary (rank 0)."""
-        trainer = self.trainer
-        log_dir = trainer.log_dir
-        if trainer.is_global_zero and log_dir is not None:
-            _export_if_classifier(self.model, os.path.join(log_dir, "classifier.pt"))
-        trainer.strategy.barrier()
-        if trainer.is_global_zero:
-            _print_summary(trainer, log_dir)
 
 
 def _reference_time(callbacks: list[Any]) -> float | None:
@@ -119,26 +111,6 @@ def _reference_time(callbacks: list[Any]) -> float | None:
             except (FileNotFoundError, ValueError):
                 return None
     return None
-
-
-def _export_if_classifier(module: LightningModule, path: str) -> None:
-    from lightning_unlearn.models import export_classifier
-
-    model = getattr(module, "model", None)
-    if model is not None:
-        export_classifier(model, path)
-
-
-def _print_summary(trainer: Trainer, log_dir: str | None) -> None:
-    from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
-
-    initial, final = collect_metrics(trainer.callbacks)  # type: ignore[attr-defined]
-    console = Console()
-    if initial or final:
-        console.print(metrics_table(initial, final))
-    if log_dir is not None:
-        console.print(f"Logs, splits.json, checkpoints and classifier.pt: [bold]{log_dir}[/bold]")
-        console.print(f"Watch it in TensorBoard: [bold]tensorboard --logdir {os.path.dirname(log_dir)}[/bold]")
 
 
 def main(args: Any = None, run: bool = True) -> UnlearnCLI:

@@ -2,7 +2,7 @@
 
 ``pretrained_classifier`` is a factory usable directly as a ``class_path`` in YAML: the quick start injects
 ``lightning_unlearn.pretrained.pretrained_classifier`` as the method's ``model`` and so needs no download and no
-separate pretraining step. The first call trains the library's default recipe (see the model specification) and
+separate pretraining step. The first call trains the library's default recipe (``RECIPES``) and
 writes the weights to the cache; later calls load them with ``weights_only=True``.
 """
 

@@ -452,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="eval",
         help="BatchNorm mode of the evaluation ('train' replicates the paper)",
     )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="train the models as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
+    )
     return parser
 
 
@@ -459,6 +464,13 @@ def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-unlearn-audit``."""
     ns = build_parser().parse_args(args)
     subject = ns.subject or ("method" if ns.config else "original")
+    from lightning_unlearn.jobs import engine_from_address
+
+    with engine_from_address(ns.ray_address):
+        _audit(ns, subject)
+
+
+def _audit(ns: argparse.Namespace, subject: str) -> None:
     run_audit(
         subject=subject,
         configs=ns.config,

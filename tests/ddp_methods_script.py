@@ -46,6 +46,11 @@ def prepare(name: str, folder: Path) -> Path:
             stages = cli_main(["--config", str(config)], run=False).model.active_stages()
             cfg["trainer"]["max_epochs"] = sum(stage.epochs for stage in stages)
         config.write_text(yaml.safe_dump(cfg))
+    if name == "SalUn":  # the saliency pass reads every forget batch; one unlearning epoch after it
+        cfg = yaml.safe_load(config.read_text())
+        cfg["trainer"].update(limit_train_batches=1.0, max_epochs=2)
+        cfg["model"]["init_args"]["epochs"] = 1
+        config.write_text(yaml.safe_dump(cfg))
     return config
 
 

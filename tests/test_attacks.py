@@ -1,4 +1,4 @@
-"""§3(b), (d), (e) attacks against direct NumPy / scikit-learn computations on the same arrays."""
+"""SVC-efficacy, loss-LR-CV and forget-vs-test attacks against NumPy / scikit-learn references on the same arrays."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_registered_names_and_directions():
     assert ForgetVsTestMIA.required_splits() == ("forget", "test")
 
 
-# ---------------------------------------------------------------------------- (b) SVC efficacy
+# -------------------------------------------------------------------------------- SVC efficacy
 @pytest.mark.parametrize(("seed", "sizes"), [(0, (31, 57, 43)), (1, (23, 19, 41))])
 def test_svc_efficacy_equals_sklearn(seed, sizes):
     splits = _random_splits(seed, dict(zip(("forget", "retain", "test"), sizes, strict=True)))
@@ -174,7 +174,7 @@ def test_svc_efficacy_edge_cases():
         metric.compute()
 
 
-# ---------------------------------------------------------------------------- (d) loss LR, CV
+# -------------------------------------------------------------------------------- loss LR, CV
 @pytest.mark.parametrize(("seed", "sizes"), [(0, (31, 57)), (4, (66, 40))])
 def test_loss_lr_cv_equals_sklearn(seed, sizes):
     splits = _random_splits(seed, dict(zip(("forget", "test"), sizes, strict=True)))
@@ -183,7 +183,7 @@ def test_loss_lr_cv_equals_sklearn(seed, sizes):
     assert metric.compute().item() == _sk_loss_lr_cv(splits, seed)
 
 
-# ---------------------------------------------------------------------------- (e) forget vs test
+# -------------------------------------------------------------------------------- forget vs test
 @pytest.mark.parametrize("seed", [0, 7])
 def test_forget_vs_test_equals_sklearn_with_class_restriction_and_clipping(seed):
     generator = torch.Generator().manual_seed(seed)
@@ -206,7 +206,7 @@ def test_forget_vs_test_equals_sklearn_with_class_restriction_and_clipping(seed)
     assert other.compute().item() == metric.compute().item()
 
 
-# ---------------------------------------------------------------------------- (d), (e) worked checks
+# ------------------------------------------------------------------------- CV attacks: worked checks
 @pytest.mark.parametrize("cls", [LossLRCVMIA, ForgetVsTestMIA])
 def test_cv_attacks_separable_case(cls):
     forget, test = _at(9.0, 60, seed=1), _at(-6.0, 70, seed=2)  # loss ≈ 0 vs loss ≈ 6

@@ -1,4 +1,4 @@
-"""Multi-model audit statistics of metrics.md §5.1 ("Forget with Precision") and §5.2 (NeurIPS-2023 challenge)."""
+"""Multi-model audit statistics: "Forget with Precision" per-example epsilon and the NeurIPS-2023 challenge score."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_logit_scores_validation(logits, labels, match):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# §5.1 Forget with Precision
+# Forget with Precision
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -253,8 +253,9 @@ def test_fwp_accepts_tensors():
         (np.zeros((1, 3)), np.zeros((1, 3)), 0.05, "at least 2 models"),
         (np.zeros(4), np.zeros(4), 0.05, r"shape \[models, examples\]"),
         (np.full((4, 3), np.nan), np.zeros((4, 3)), 0.05, "finite"),
-        (np.zeros((4, 3)), np.zeros((4, 3)), 0.0, "delta"),
-        (np.zeros((4, 3)), np.zeros((4, 3)), 1.0, "delta"),
+        (np.zeros((4, 3)), np.zeros((4, 3)), -0.01, r"delta must be a number in \[0, 1\)"),
+        (np.zeros((4, 3)), np.zeros((4, 3)), 1.0, r"delta must be a number in \[0, 1\)"),
+        (np.zeros((4, 3)), np.zeros((4, 3)), float("nan"), "delta"),
     ],
 )
 def test_epsilon_validation(retrained, unlearned, delta, match):
@@ -262,6 +263,72 @@ def test_epsilon_validation(retrained, unlearned, delta, match):
         per_example_epsilon(retrained, unlearned, delta=delta)
     with pytest.raises(ValueError, match=match):
         challenge_epsilon(retrained, unlearned, delta=delta)
+
+
+def test_fwp_delta_zero_hand_computed():
+    """δ = 0, the default of the authors' estimator: the worked examples by hand, with the +1e-8 in every log."""
+    retrained = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3]], dtype=float).T
+    unlearned = np.array([[10, 11, 12, 13], [0.1, 1.1, 2.1, 3.1], [2.5, 3.5, 4.5, 6.5], [0, 1, 2, 3]], dtype=float).T
+    eps = per_example_epsilon(retrained, unlearned, delta=0.0)
+    assert eps[0] == np.inf
+    # Example 2: the unlearned group is positive; the best thresholds are L(2.1) (FPR 1/4, FNR 1/2; second term)
+    # and L(1.1) (FPR 1/2, FNR 1/4; first term): ln(1 - 0 - 1/2 + 1e-8) - ln(1/4 + 1e-8) = ln 2 - 4e-8 (2e-8 + 2e-8).
+    assert eps[1] == math.log(0.5 + 1e-8) - math.log(0.25 + 1e-8)
+    assert eps[1] == pytest.approx(math.log(2.0), abs=1e-7) and eps[1] < math.log(2.0)
+    # Example 3: FPR = FNR = 1/4 at L(3.5): ln(3/4 + 1e-8) - ln(1/4 + 1e-8), just below the δ = 0 ceiling ln 3.
+    assert eps[2] == math.log(0.75 + 1e-8) - math.log(0.25 + 1e-8)
+    assert epsilon_ceiling(4, delta=0.0) == math.log(3.0)
+    assert math.isnan(eps[3])
+    # δ only shifts 1 - δ: the same examples at δ = 0.05 give the published ln 1.8 and ln 2.8.
+    assert per_example_epsilon(retrained, unlearned, delta=0.05)[1:3] == pytest.approx(
+        [math.log(1.8), math.log(2.8)], abs=1e-6
+    )
+
+    summary = summarize_epsilon(eps, m=4, delta=0)
+    assert summary.median == eps[2]  # median of [ln 2, ln 3, inf], nan excluded
+    assert summary.inf_frac == 0.25 and summary.undefined_frac == 0.25
+    assert summary.ceiling == math.log(3.0)
+    assert epsilon_ceiling(80, delta=0.0) == pytest.approx(math.log(79.0))
+
+
+def test_fwp_delta_zero_matches_det_curve_reference():
+    rng = np.random.default_rng(3)
+    m, s = 10, 60
+    retrained = rng.normal(size=(m, s))
+    unlearned = rng.normal(size=(m, s)) * rng.uniform(0.5, 2, size=s) + rng.uniform(0, 3, size=s)
+    ours = per_example_epsilon(retrained, unlearned, delta=0.0)
+    np.testing.assert_allclose(ours, _reference_fwp(retrained, unlearned, delta=0.0), rtol=0, atol=1e-12)
+    assert np.isfinite(ours).sum() > 30
+    # A larger δ can only lower every finite value.
+    at_005 = per_example_epsilon(retrained, unlearned, delta=0.05)
+    finite = np.isfinite(ours) & np.isfinite(at_005)
+    assert np.all(at_005[finite] < ours[finite])
+
+
+def test_audit_command_accepts_delta_zero(tmp_path):
+    from lightning_unlearn.privacy_audit import build_parser, summarise
+
+    ns = build_parser().parse_args(["--delta", "0", "--challenge-delta", "0"])
+    assert ns.delta == 0.0 and ns.challenge_delta == 0.0
+    rng = np.random.default_rng(4)
+    m, s, c = 4, 6, 3
+    labels = torch.arange(s) % c
+
+    def evaluation(shift: float) -> dict:
+        logits = torch.from_numpy(rng.normal(size=(s, c)))
+        logits[torch.arange(s), labels] += shift
+        return {"forget_logits": logits, "retain_acc": 0.9, "test_acc": 0.8}
+
+    retrained = [evaluation(0.0) for _ in range(m)]
+    subjects = [evaluation(1.0) for _ in range(m)]
+    data = {"forget_y": labels, "forget_index": torch.arange(s)}
+    result = summarise(retrained, subjects, data, ns.delta, ns.challenge_delta, tmp_path)
+    assert result.summary["delta"] == 0.0
+    assert result.summary["audit/eps_ceiling"] == math.log(m - 1)
+    hinge_r = hinge_scores(np.stack([r["forget_logits"].numpy() for r in retrained]), labels.numpy())
+    hinge_u = hinge_scores(np.stack([u["forget_logits"].numpy() for u in subjects]), labels.numpy())
+    np.testing.assert_array_equal(result.epsilon, per_example_epsilon(hinge_r, hinge_u, delta=0.0))
+    assert (tmp_path / "per_example.csv").exists()
 
 
 def test_summary_and_ceiling_validation():
@@ -276,7 +343,7 @@ def test_summary_and_ceiling_validation():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# §5.2 NeurIPS-2023 challenge
+# NeurIPS-2023 challenge
 # ---------------------------------------------------------------------------------------------------------------
 
 

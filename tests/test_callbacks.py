@@ -63,7 +63,7 @@ def _np_entropy(logits: np.ndarray) -> np.ndarray:
 
 
 def _direct_metrics(model, datamodule) -> dict[str, float]:
-    """Independent computation: accuracy per split and the §3(a) attack with scikit-learn."""
+    """Independent computation: accuracy per split and the entropy attack with scikit-learn."""
     model.eval()
     with torch.no_grad():
         logits = {name: model(x).numpy() for name, (x, _) in datamodule.data.items()}

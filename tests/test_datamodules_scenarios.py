@@ -241,7 +241,7 @@ def test_scenarios_are_immutable_and_comparable():
     assert "ClassRemoval" in repr(s)
 
 
-# --------------------------------------------------------------------------------------------------- validation (§3)
+# -------------------------------------------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     ("factory", "match"),
     [

@@ -78,3 +78,17 @@ def test_statistics_edit_equals_one_process(name, ddp_runs, monkeypatch):
         one = torch.load(folder / "single" / "classifier.pt", weights_only=True)
         for key, value in one.items():
             assert torch.allclose(value, two[key], atol=1e-6, rtol=1e-5), key
+
+
+def test_salun_mask_equals_one_process(ddp_runs, monkeypatch):
+    """SalUn's saliency statistic is summed across ranks once: the 2-process mask is the 1-process mask."""
+    folder = ddp_runs / "SalUn"
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(ddp_runs / "cache"))
+    result = json.loads((folder / "result.json").read_text())
+    main(["fit", "--config", result["config"], f"--trainer.default_root_dir={folder / 'single'}"])
+    two = torch.load(folder / "ddp" / "salun_mask.pt", weights_only=True)
+    one = torch.load(folder / "single" / "salun_mask.pt", weights_only=True)
+    assert one["k"] == two["k"] > 0
+    # Summation order differs across ranks (float rounding): at most a swap of entries tied at the threshold.
+    assert sum(int((one["mask"][n] != two["mask"][n]).sum()) for n in one["mask"]) <= 2

@@ -1,4 +1,4 @@
-"""JiT (jit_ssd.md §2, §7, §9): zero-shot data, one pass, step count, loss arithmetic and the reference quirks."""
+"""JiT: zero-shot data, one pass, step count, loss arithmetic and the reference quirks."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_jit_changes_the_model_and_rejects_more_than_one_epoch(tmp_path):
 
 
 def _manual_loss(model, x, sigma, noises, clip):
-    """The spec's arithmetic, written out: perturb and clip in normalised space, ratio of plain L2 norms."""
+    """The Lipschitz loss computed by hand: perturb and clip in normalised space, ratio of plain L2 norms."""
     norm = model.normalize
     mean, std = norm.mean.view(1, -1, 1, 1), norm.std.view(1, -1, 1, 1)
     z = (x - mean) / std
@@ -169,7 +169,7 @@ def test_bad_arguments_raise_value_error(kwargs, match):
         JiT(tiny_model(), **kwargs)
 
 
-# --------------------------------------------------------------------------------------------------- DDP (spec §4)
+# ------------------------------------------------------------------------------------------------------------- DDP
 class _Recording(JiT):
     """Records the training index (pixel (0, 0, 0) of the toy images) of every forget sample it steps on."""
 

@@ -1,4 +1,4 @@
-"""L2UL (l2ul spec §10): hand-computed PGD, targets, layout, importance, regulariser, loss, stopping, continual."""
+"""L2UL: hand-computed PGD, targets, layout, importance, regulariser, loss, stopping, continual."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def toy_data(scenario) -> ToyDataModule:
 FAST = dict(num_adv_per_instance=2, pgd_iters=2, pgd_eps=0.5, adv_batch_size=4, forget_batch_size=2)
 
 
-# ------------------------------------------------------------------ 1. PGD
+# --------------------------------------------------------------------- PGD
 def test_pgd_hand_computed_steps():
     model = Identity2().eval()
     x = torch.tensor([0.6, 0.4]).view(1, 2, 1, 1)
@@ -98,7 +98,7 @@ def test_pgd_random_init_stays_in_ball_and_range():
     assert torch.equal(out, again)
 
 
-# ------------------------------------------------------------------ 2. targets
+# --------------------------------------------------------------------- targets
 def test_corrected_targets_never_equal_label():
     y = torch.arange(1000) % 10
     t = sample_adversarial_targets(y, 10, "corrected", generator=torch.Generator().manual_seed(0))
@@ -110,7 +110,7 @@ def test_reference_targets_collision_gives_five():
     y = torch.full((200,), 5)
     t = sample_adversarial_targets(y, 100, "reference", target_classes=10, generator=torch.Generator().manual_seed(0))
     assert bool((t == 5).any())  # a collision on y = 5 is "replaced" by 5
-    assert int(t.max()) < 10  # Q1: only classes 0-9
+    assert int(t.max()) < 10  # the reference preset draws targets from classes 0-9 only
     y0 = torch.zeros(200, dtype=torch.long)
     t0 = sample_adversarial_targets(y0, 10, "reference", generator=torch.Generator().manual_seed(0))
     assert not bool((t0 == 0).any()) and bool((t0 == 5).any())
@@ -118,7 +118,7 @@ def test_reference_targets_collision_gives_five():
         sample_adversarial_targets(y, 10, "bogus")  # type: ignore[arg-type]
 
 
-# ------------------------------------------------------------------ 3. layout
+# --------------------------------------------------------------------- layout
 def test_adversarial_set_is_repeat_major():
     x = torch.rand(3, 2, 1, 1)
     y = torch.tensor([0, 1, 0])
@@ -181,7 +181,7 @@ def test_naive_reference_checks_only_after_each_pass(tmp_path):
         assert trainer.global_step == steps
 
 
-# ------------------------------------------------------------------ 4-5. importance
+# ----------------------------------------------------------------------- importance
 def test_importance_single_sample():
     x = torch.tensor([[3.0, 4.0]])
     for mode in ("reference", "mas"):
@@ -214,7 +214,7 @@ def test_importance_leaves_model_untouched():
     assert model.weight.grad is None and torch.equal(model.weight, torch.eye(2))
 
 
-# ------------------------------------------------------------------ 6. regulariser
+# --------------------------------------------------------------------- regulariser
 def test_regulariser_value_and_gradient():
     model = linear_model()
     anchor = {"weight": torch.eye(2)}
@@ -231,7 +231,7 @@ def test_regulariser_value_and_gradient():
     assert torch.allclose(model.weight.grad, omega["weight"] * 0.1)
 
 
-# ------------------------------------------------------------------ 7. loss
+# --------------------------------------------------------------------- loss
 def test_adv_loss_with_zero_logits():
     loss, forget_ce, adv_ce = l2ul_loss(
         torch.zeros(1, 2), torch.tensor([0]), torch.zeros(3, 2), torch.tensor([1, 1, 0])
@@ -242,7 +242,7 @@ def test_adv_loss_with_zero_logits():
     assert none is None and math.isclose(float(naive), -math.log(2), rel_tol=1e-6)
 
 
-# ------------------------------------------------------------------ 8. stopping
+# --------------------------------------------------------------------- stopping
 def test_stops_after_one_step_when_forget_is_misclassified(tmp_path):
     logged = {}
 
@@ -288,7 +288,7 @@ def test_relabel_reaches_targets(tmp_path):
     assert method._predict(method.forget_x).tolist() == [3, 4, 5]
 
 
-# ------------------------------------------------------------------ 9. continual
+# --------------------------------------------------------------------- continual
 def test_continual_reanchors_and_reports(tmp_path):
     dm = ToyDataModule(scenario=Continual([KInstances(3), KInstances(3)]))
     method = L2UL(
@@ -337,7 +337,7 @@ def test_importance_generator_makes_dropout_rank_independent():
     assert not all(torch.equal(a[n], b[n]) for n in a)  # unseeded: the draw follows the global RNG
 
 
-# ------------------------------------------------------------------ DDP (metrics spec §7)
+# ------------------------------------------------------------------------------------ DDP
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path):
     """Adversarial set and Omega~ are identical on every rank and equal to one process's; ranks stop together."""

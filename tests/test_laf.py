@@ -1,4 +1,4 @@
-"""LAF / LAF+R (laf.md §10) and its sorted-softmax gradient-boosting attack (metrics.md §3(c))."""
+"""LAF / LAF+R and its sorted-softmax gradient-boosting membership attack."""
 
 from __future__ import annotations
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -45,7 +47,7 @@ def _np_entropy(logits: np.ndarray) -> np.ndarray:
 
 
 def _sklearn_member_rate(forget: np.ndarray, retain: np.ndarray, test: np.ndarray) -> float:
-    """Independent §3(a): entropies of retain (1) vs test (0), LR(C=2, balanced, lbfgs), share of forget = 1."""
+    """Independent entropy MIA: entropies of retain (1) vs test (0), LR(C=2, balanced, lbfgs), share of forget = 1."""
     x = np.concatenate([_np_entropy(retain), _np_entropy(test)])[:, None]
     y = np.r_[np.ones(len(retain)), np.zeros(len(test))]
     model = LogisticRegression(C=2.0, class_weight="balanced", solver="lbfgs").fit(x, y)
@@ -287,3 +289,106 @@ def test_metrics_two_process_gloo_equal_one_process(tmp_path):
         assert ranks[0][key] == ranks[1][key] == single[key], key
     assert single["missing"] == "ValueError"
     assert ranks[0]["missing"] == "ValueError" and ranks[1]["missing"] == "RuntimeError"
+
+
+# ---------------------------------------------------------------------------- output distances at tiny probabilities
+def _peer_js(p: np.ndarray, q: np.ndarray) -> float:
+    """SSD's ``JSDiv``: 1/2 kl_div(log p, m) + 1/2 kl_div(log q, m), "mean" over all entries, in NumPy float64."""
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(0.5 * m * (np.log(m) - np.log(p)) + 0.5 * m * (np.log(m) - np.log(q))))
+
+
+def _peer_js_torch(p: Tensor, q: Tensor) -> float:
+    """The same with the peer code's own operations (``torch.log`` and ``F.kl_div``)."""
+    m = (p + q) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # kl_div's notice about its "mean" reduction, used on purpose
+        return float(
+            0.5 * torch.nn.functional.kl_div(torch.log(p), m) + 0.5 * torch.nn.functional.kl_div(torch.log(q), m)
+        )
+
+
+def _distances(unlearned: Tensor, retrained: Tensor, inputs: str) -> dict[str, float]:
+    from lightning_unlearn.metrics.distances import OutputDistance
+
+    metric = OutputDistance(inputs=inputs)
+    metric.update(unlearned, retrained)
+    return {name: float(value) for name, value in metric.compute().items()}
+
+
+def test_output_distance_js_equals_peer_formula_below_1e_12():
+    """Probabilities far below 1e-12 (no exact zero): dist/js is SSD's JSDiv and 1 - dist/js its ZRF, unclamped."""
+    p_u = np.array([[1 - 2e-13, 1e-13, 1e-13], [0.7, 0.3 - 1e-30, 1e-30], [0.5, 0.5 - 1e-200, 1e-200]])
+    p_r = np.array([[1e-15, 0.6, 0.4 - 1e-15], [0.2, 0.8 - 1e-20, 1e-20], [1e-300, 0.25, 0.75 - 1e-300]])
+    ours = _distances(torch.from_numpy(p_u), torch.from_numpy(p_r), "probs")
+    reference = _peer_js(p_u, p_r)
+    assert math.isfinite(reference)
+    assert ours["js"] == pytest.approx(reference, rel=1e-14)
+    assert ours["js"] == pytest.approx(_peer_js_torch(torch.from_numpy(p_u), torch.from_numpy(p_r)), rel=1e-14)
+    assert 1 - ours["js"] == pytest.approx(1 - reference, rel=1e-14)  # SSD's UnLearningScore (ZRF)
+    # A clamp at 1e-12 would move the value by far more than rounding (the bug this guards against).
+    clamped = np.maximum(p_u, 1e-12), np.maximum(p_r, 1e-12)
+    m = (p_u + p_r) / 2
+    old = float(np.mean(0.5 * m * (np.log(m) - np.log(clamped[0])) + 0.5 * m * (np.log(m) - np.log(clamped[1]))))
+    assert abs(old - reference) > 1e-2
+    # Textbook JS against SciPy (its distance is the square root of the divergence, natural log by default).
+    from scipy.spatial.distance import jensenshannon
+
+    assert ours["js_std"] == pytest.approx(float(np.mean(jensenshannon(p_u, p_r, axis=1) ** 2)), rel=1e-12)
+
+
+def test_output_distance_exact_zeros_stay_finite():
+    """Exact zeros: 0 ln 0 = 0 (the peer code gives nan there) and ln 0 read as ln(2**-1074) (the peer: inf)."""
+    p_u = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    p_r = torch.tensor([[0.2, 0.8, 0.0], [0.5, 0.25, 0.25]], dtype=torch.float64)
+    ours = _distances(p_u, p_r, "probs")
+    assert all(math.isfinite(v) for v in ours.values())
+    assert not math.isfinite(_peer_js_torch(p_u, p_r))
+    log0 = -1074 * math.log(2.0)
+
+    def ln(x: float) -> float:
+        return math.log(x) if x > 0 else log0
+
+    js = 0.0
+    for a, b in zip(p_u.flatten().tolist(), p_r.flatten().tolist(), strict=True):
+        m = (a + b) / 2
+        js += 0.0 if m == 0 else 0.5 * m * (ln(m) - ln(a)) + 0.5 * m * (ln(m) - ln(b))
+    assert ours["js"] == pytest.approx(js / 6, rel=1e-14)
+    # By hand: each entry adds m (2 ln m - ln a - ln b) / 2, over 6 entries; (0, 2) has m = 0 and (1, 0) a = b.
+    hand = (
+        0.6 * (2 * math.log(0.6) - math.log(0.2))
+        + 0.4 * (2 * math.log(0.4) - log0 - math.log(0.8))
+        + 0.375 * (2 * math.log(0.375) - math.log(0.5) - math.log(0.25))
+        + 0.125 * (2 * math.log(0.125) - log0 - math.log(0.25))
+    ) / 12
+    assert ours["js"] == pytest.approx(hand, rel=1e-14)
+    from scipy.spatial.distance import jensenshannon
+
+    assert ours["js_std"] == pytest.approx(float(np.mean(jensenshannon(p_u.numpy(), p_r.numpy(), axis=1) ** 2)), 1e-12)
+
+
+def test_output_distance_from_logits_uses_exact_log_probabilities():
+    """Logits whose float64 softmax underflows to 0: finite, from the exact log-softmax; peer-equal where finite."""
+    z_u = torch.tensor([[0.0, -1000.0, 5.0], [3.0, -30.0, 0.0]], dtype=torch.float64)
+    z_r = torch.tensor([[0.0, 0.0, 0.0], [-40.0, 2.0, 1.0]], dtype=torch.float64)
+    ours = _distances(z_u, z_r, "logits")
+    assert torch.softmax(z_u, dim=1)[0, 1] == 0  # the peer's log(softmax) is -inf here
+    lse = 5.0 + math.log1p(math.exp(-5.0) + math.exp(-1005.0))
+    log_u0 = [0.0 - lse, -1000.0 - lse, 5.0 - lse]
+    js = 0.0
+    for log_a in log_u0:
+        a, b = math.exp(log_a), 1 / 3
+        m = (a + b) / 2
+        js += 0.5 * m * (math.log(m) - log_a) + 0.5 * m * (math.log(m) - math.log(b))
+    # Second row: all probabilities positive in float64, so the peer formula applies as is.
+    p_u1, p_r1 = torch.softmax(z_u[1], 0).numpy(), torch.softmax(z_r[1], 0).numpy()
+    js += 3 * _peer_js(p_u1[None], p_r1[None])
+    assert ours["js"] == pytest.approx(js / 6, rel=1e-12)
+    # On logits with every float64 probability positive (some below 1e-12), 1 - dist/js is the peer ZRF.
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(50, 10, generator=generator) * 12, torch.randn(50, 10, generator=generator) * 12
+    p_a, p_b = torch.softmax(z_a.double(), 1), torch.softmax(z_b.double(), 1)
+    assert bool((p_a > 0).all() and (p_b > 0).all()) and float((torch.cat([p_a, p_b]) < 1e-12).double().mean()) > 0.05
+    from_logits = _distances(z_a, z_b, "logits")
+    assert 1 - from_logits["js"] == pytest.approx(1 - _peer_js_torch(p_a, p_b), rel=1e-13)

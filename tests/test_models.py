@@ -214,12 +214,14 @@ def test_head_and_extractor_parameters() -> None:
     assert [id(p) for p in head_parameters(model, "fc1")] == [id(p) for p in model.fc1.parameters()]
 
 
-def test_user_model_needs_head_name() -> None:
+def test_user_model_head_detected_or_named() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert [id(p) for p in head_parameters(net)] == [id(p) for p in net[3].parameters()]  # detected: last Linear
+    convs = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten())
     with pytest.raises(ValueError, match="head_name"):
-        head_parameters(net)
+        head_parameters(convs)
     with pytest.raises(ValueError, match="head_name"):
-        representation(net, torch.rand(1, 4))
+        representation(convs, torch.rand(1, 1, 2, 2))
     assert final_linear(net, "3") is net[3]
     assert torch.equal(representation(net, torch.ones(1, 4), head_name="3"), net[:3](torch.ones(1, 4)))
     with pytest.raises(ValueError, match="no submodule 'head'"):

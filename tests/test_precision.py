@@ -1,4 +1,4 @@
-"""The "Forget with Precision" family (spec precision.md §8 items 1-9) on tiny models and synthetic data."""
+"""The "Forget with Precision" family (pruning, activation reset, poisoning, hybrid) on tiny models and toy data."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def perturb(network: nn.Module, seed: int, scale: float = 0.1) -> None:
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-# ------------------------------------------------------------------------------------------------------ item 1
+# -------------------------------------------------------------------- change mask, quantile, re-initialisation
 def test_linear_quantile_matches_torch_quantile():
     g = torch.Generator().manual_seed(0)
     for n in (1, 2, 7, 100, 1001):
@@ -97,7 +97,7 @@ def test_change_mask_keeps_an_entry_equal_to_the_threshold_and_zero_change_is_em
     w_copy = torch.arange(11.0)  # q (n - 1) = 3 exactly: tau = 3.0
     mask = change_mask(w0, w_copy, 0.3)
     assert mask.tolist() == [True, True, True] + [False] * 8
-    assert not change_mask(w0, w0.clone(), 0.3).any()  # the Q1 reference case: dB == 0, tau == 0
+    assert not change_mask(w0, w0.clone(), 0.3).any()  # no change (reference preset, lr 0): dB == 0, tau == 0
 
 
 def test_kaiming_draw_has_the_fan_in_std():
@@ -106,7 +106,7 @@ def test_kaiming_draw_has_the_fan_in_std():
     assert fresh.std().item() == pytest.approx(math.sqrt(2 / (32 * 9)), rel=0.02)
 
 
-# ------------------------------------------------------------------------------------------------------ item 2
+# ----------------------------------------------------------------------------------------------------- Pruning
 def test_pruning_edits_every_tensor_with_two_dims_and_nothing_else():
     model = tiny(batch_norm=True)
     theta0 = snapshot(model)
@@ -123,7 +123,7 @@ def test_pruning_edits_every_tensor_with_two_dims_and_nothing_else():
             assert torch.equal(value, theta0[name]), name
 
 
-# ------------------------------------------------------------------------------------------------------ item 3
+# ------------------------------------------------------------------------------------------------- PruningLast
 def test_pruning_last_only_touches_the_head_weight():
     model = tiny(batch_norm=True)
     theta0 = snapshot(model)
@@ -138,7 +138,7 @@ def test_pruning_last_only_touches_the_head_weight():
             assert torch.equal(value, theta0[name]), name
 
 
-# ------------------------------------------------------------------------------------------------------ item 4
+# ---------------------------------------------------------------------------------------------- PruningComplex
 def test_pruning_complex_resets_exactly_the_intersection():
     model = tiny(batch_norm=True)
     theta0 = snapshot(model)
@@ -195,7 +195,7 @@ def test_pruning_complex_fit_keeps_theta0_until_the_edit_and_frees_copies(tmp_pa
     assert metrics["train/overfit_forget/acc"] >= 0
 
 
-# ------------------------------------------------------------------------------------------------------ item 5
+# --------------------------------------------------------------------------------------------- ActivationReset
 def test_flag_channels_threshold_is_strict():
     a_f = torch.zeros(2, 5, 5)
     a_r = torch.zeros(2, 5, 5)
@@ -261,7 +261,80 @@ def test_activation_reset_statistics_bn_mode(tmp_path, preset):
     assert metrics["actreset/head_reset"] == 1.0 and metrics["actreset/channels_total"] == 8.0
 
 
-# ------------------------------------------------------------------------------------------------------ item 6
+def test_activation_reset_reference_passes_every_forget_batch_before_the_retain_sample(tmp_path):
+    """Train-mode BN: the final running statistics are those of all forget batches, then all retain batches."""
+    import copy
+
+    model = tiny(batch_norm=True)
+    original = copy.deepcopy(model)
+    seen: dict[str, list[torch.Tensor]] = {"forget": [], "retain_sample": []}
+
+    class Spy(ActivationReset):
+        def statistics_step(self, spec, batch, batch_idx):
+            for split, inputs in seen.items():
+                if batch.get(split) is not None:
+                    inputs.append(self.split_batch(batch[split])[0].detach().clone())
+            super().statistics_step(spec, batch, batch_idx)
+
+    method = Spy(model, retain_epochs=0, retain_sample_size=40, preset="reference", toll=0.5)
+    trainer(tmp_path, 1).fit(method, datamodule=toy(count=40, batch_size=16))
+    assert [len(seen[s]) for s in seen] == [3, 3]  # 40 forget and 40 retain-sample inputs, batches of 16
+
+    def hand_run(order: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        network = copy.deepcopy(original).train()
+        with torch.no_grad():
+            for x in order:
+                network(x)
+        return {k: v for k, v in network.state_dict().items() if k.startswith("bn.")}
+
+    authors = hand_run(seen["forget"] + seen["retain_sample"])
+    interleaved = hand_run([x for pair in zip(seen["forget"], seen["retain_sample"], strict=True) for x in pair])
+    final = {k: v for k, v in model.state_dict().items() if k.startswith("bn.")}
+    assert final.keys() == authors.keys() and int(final["bn.num_batches_tracked"]) == 6
+    for key in authors:
+        assert torch.equal(final[key], authors[key]), key
+    assert not torch.allclose(authors["bn.running_mean"], interleaved["bn.running_mean"], rtol=0, atol=1e-6)
+    assert method.trainer.callback_metrics["actreset/channels_total"] == 8.0
+
+
+def test_activation_reset_reference_threshold_is_the_authors_left_to_right_product():
+    """toll 0.48 on a 15 x 15 map: (0.48 * 15) * 15 = 107.99999999999999, 0.48 * 225 = 108; count 108 is the edge."""
+    from lightning_unlearn.methods.activation_reset import flag_channels_authors
+
+    toll, h, w = 0.48, 15, 15
+    assert toll * h * w == 107.99999999999999 and toll * (h * w) == 108.0
+    a_f, a_r = torch.zeros(3, h, w), torch.zeros(3, h, w)
+    for channel, count in enumerate((107, 108, 109)):
+        a_f[channel].view(-1)[:count] = 1.0
+    # The authors' lines on these tensors: an int64 count against a Python float, compared in float32.
+    comparison = torch.sum(a_f > a_r, (1, 2))
+    authors = comparison > toll * a_f.shape[1] * a_f.shape[2]
+    assert authors.tolist() == [False, False, True]  # float32(107.99999999999999) == 108: 108 is not flagged
+    assert torch.equal(flag_channels_authors(a_f, a_r, toll), authors)
+    assert flag_channels(a_f, a_r, toll).tolist() == [False, False, True]
+    # Pinned to the authors' float32 comparison: a float64 default dtype does not flag count 108.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert (comparison > toll * h * w).tolist() == [False, True, True]  # what float64 would give
+        assert flag_channels_authors(a_f, a_r, toll).tolist() == [False, False, True]
+    finally:
+        torch.set_default_dtype(default)
+    # The reference preset's edit uses the authors' rule, the corrected default its own.
+    captured = {}
+    for preset in ("reference", "corrected"):
+        method = ActivationReset(tiny(), preset=preset, toll=toll)
+        method._retain_size = 5
+        method._sums = {"forget": {"conv": a_f.double() * 5}, "retain_sample": {"conv": a_r.double()}}
+        method._counts = torch.tensor([5.0, 5.0], dtype=torch.float64)
+        method.apply_edit = lambda flags, p=preset: captured.__setitem__(p, flags["conv"])  # type: ignore[method-assign]
+        method.stage_end(method.active_stages()[0])
+    assert torch.equal(captured["reference"], flag_channels_authors(a_f.double(), a_r.double(), toll))
+    assert torch.equal(captured["corrected"], flag_channels(a_f.double(), a_r.double(), toll))
+    assert captured["reference"].tolist() == [False, False, True]
+
+
+# ----------------------------------------------------------------- stage optimisers, schedules and step counts
 class Recorder:
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -338,7 +411,7 @@ def test_poison_epochs_must_match_max_epochs(tmp_path):
         trainer(tmp_path, 2).fit(Poison(tiny()), datamodule=toy())
 
 
-# ------------------------------------------------------------------------------------------------------ item 7
+# --------------------------------------------------------------------------------------- Poison: random labels
 def test_random_labels_reproducible_per_seed_and_include_true_class():
     def labels(seed: int) -> torch.Tensor:
         method = Poison(tiny(), seed=seed)
@@ -373,7 +446,7 @@ def test_random_labels_fixed_across_epochs(tmp_path):
     assert len(Recorded.seen[0]) == 20
 
 
-# ------------------------------------------------------------------------------------------------------ item 8
+# ------------------------------------------------------------------------------------- PoisonFull: batch order
 class CifarSizedToy(ToyDataModule):
     num_train: ClassVar[int] = 50_000
 
@@ -397,7 +470,7 @@ def test_poison_full_reference_ends_every_epoch_with_poisoned_only_batches(prese
         assert sum(p > 0 for p in poisoned[:382]) > 100
 
 
-# ------------------------------------------------------------------------------------------------------ item 9
+# --------------------------------------------------------------------------------- resuming an interrupted run
 class StopAfterFirstEpoch(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         trainer.should_stop = True

@@ -1,4 +1,4 @@
-"""Comparison with the retrained model (metrics.md §4): OutputDistance and the RetrainComparison callback.
+"""Comparison with the retrained model: OutputDistance and the RetrainComparison callback.
 
 Also runnable as ``python test_retrain_comparison.py --devices N --ckpt REF --out values.json --logdir DIR`` for the
 1-vs-2-process DDP equality check (same pattern as ``ddp_metric_script.py``).

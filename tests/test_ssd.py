@@ -1,4 +1,4 @@
-"""SSD and LFSSD (jit_ssd.md §3, §4, §9): the hand-built edit, thresholds, importances against hand computation."""
+"""SSD and LFSSD: the hand-built edit, thresholds, importances against hand computation."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def test_bad_arguments_raise_value_error(kwargs, match):
         SSD(linear_model(), **kwargs)
 
 
-# --------------------------------------------------------------------------------------------------- DDP (spec §4)
+# ------------------------------------------------------------------------------------------------------------- DDP
 def _bn_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10))

@@ -45,7 +45,7 @@ def read_reference_time(reference_ckpt: str | Path) -> float:
 
 
 class UnlearningCost(Callback):
-    """Measures the wall time and optimiser steps of the unlearning and logs them (``metrics.md`` §4).
+    """Measures the wall time and optimiser steps of the unlearning and logs them.
 
     Logged at every training epoch end (cumulative, identical on every rank):
 

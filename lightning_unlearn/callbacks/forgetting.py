@@ -14,7 +14,7 @@ __all__ = ["ForgettingMetrics"]
 
 
 class ForgettingMetrics(SplitMetricsCallback):
-    """Logs ``acc/<split>`` (exact top-1 accuracy, ``metrics.md`` §2) for every evaluation split.
+    """Logs ``acc/<split>`` (exact top-1 accuracy) for every evaluation split.
 
     Logged once before unlearning starts (its own pass over the validation loaders, at step 0, kept in
     :attr:`initial_metrics`), at each validation epoch end (latest values in :attr:`final_metrics`) and at test

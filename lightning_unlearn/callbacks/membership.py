@@ -14,7 +14,7 @@ __all__ = ["MembershipInference"]
 
 
 class MembershipInference(SplitMetricsCallback):
-    """Runs membership-inference attacks (``metrics.md`` §3) and logs ``mia/<attack name>``.
+    """Runs membership-inference attacks and logs ``mia/<attack name>``.
 
     Each attack is a :class:`~lightning_unlearn.metrics.MembershipAttack` selected by its registered name (see
     :func:`~lightning_unlearn.metrics.available_attacks`); e.g. ``"entropy"`` logs

@@ -1,4 +1,4 @@
-"""Comparison with the retrained model: ``gap/*`` and ``dist/*`` (``metrics.md`` §4)."""
+"""Comparison with the retrained model: ``gap/*`` and ``dist/*``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ _SVC = f"mia/{SVCConfidenceMIA.name}"
 
 
 class RetrainComparison(SplitMetricsCallback):
-    """Compares the unlearned model with a retrain oracle loaded from ``reference_ckpt`` (``metrics.md`` §4).
+    """Compares the unlearned model with a retrain oracle loaded from ``reference_ckpt``.
 
     The oracle is built with :func:`~lightning_unlearn.models.load_classifier` (``torch.load(weights_only=True)``;
     a raw state dict as written by :func:`~lightning_unlearn.models.export_classifier`, or a Lightning checkpoint)

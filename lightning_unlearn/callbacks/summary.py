@@ -14,7 +14,7 @@ from lightning_unlearn.callbacks.cost import UnlearningCost
 __all__ = ["PERCENT_PREFIXES", "collect_metrics", "metrics_table"]
 
 PERCENT_PREFIXES: tuple[str, ...] = ("acc/", "mia/", "gap/")
-"""Metric families that are fractions in [0, 1] and are shown multiplied by 100 (``metrics.md`` §1)."""
+"""Metric families that are fractions in [0, 1] and are shown multiplied by 100."""
 
 
 def collect_metrics(callbacks: Iterable[Callback]) -> tuple[dict[str, float], dict[str, float]]:

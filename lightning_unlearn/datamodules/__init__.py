@@ -22,6 +22,7 @@ from lightning_unlearn.datamodules.classes import (
     DIGIT_NAMES,
     FASHION_MNIST_NAMES,
 )
+from lightning_unlearn.datamodules.dataset import DatasetDataModule, ImageFolderDataModule, image_to_tensor
 from lightning_unlearn.datamodules.embedded import Digits8x8DataModule, MNIST5kDataModule, positional_test_mask
 from lightning_unlearn.datamodules.phases import PHASE_MODES, Phase, phase_at, plan_epochs
 from lightning_unlearn.datamodules.samplers import (
@@ -79,11 +80,13 @@ __all__ = [
     "ClassFraction",
     "ClassRemoval",
     "Continual",
+    "DatasetDataModule",
     "DatasetInfo",
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "Digits8x8DataModule",
     "FashionMNISTDataModule",
+    "ImageFolderDataModule",
     "Indices",
     "KInstances",
     "MNIST5kDataModule",
@@ -107,6 +110,7 @@ __all__ = [
     "floor_fraction",
     "global_batch_share",
     "global_batch_shards",
+    "image_to_tensor",
     "indices_sha256",
     "phase_at",
     "plan_epochs",

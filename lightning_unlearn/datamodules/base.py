@@ -1,4 +1,4 @@
-"""``UnlearningDataModule``: splits, per-phase training loaders and named evaluation loaders (scenarios spec §6).
+"""``UnlearningDataModule``: splits, per-phase training loaders and named evaluation loaders.
 
 Subclasses only provide the raw data (``load_raw``) and describe the dataset (class attributes). Images are kept in
 memory as one tensor (uint8 or float32) and converted per batch to float32 pixels in ``[0, 1]``, shape
@@ -733,7 +733,7 @@ class UnlearningDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------------------------ saved splits
     def split_record(self) -> dict[str, Any]:
-        """The split as a JSON-serialisable dict (``splits.json`` format, scenarios spec §7)."""
+        """The split as a JSON-serialisable dict (``splits.json`` format)."""
         from lightning_unlearn import __version__
 
         raw, split = self._require_setup()

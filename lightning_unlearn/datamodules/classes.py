@@ -1,4 +1,4 @@
-"""Class names of the built-in datasets and the CIFAR-100 fine-to-coarse map (scenarios spec §2.2, §4)."""
+"""Class names of the built-in datasets and the CIFAR-100 fine-to-coarse map."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ CIFAR20_ALIASES: dict[str, int] = {
     "natural_scenes": 10,
 }
 
-#: Fine classes (ids) of each CIFAR-100 superclass, in coarse-id order (§2.2).
+#: Fine classes (ids) of each CIFAR-100 superclass, in coarse-id order.
 CIFAR20_FINE_CLASSES: tuple[tuple[int, ...], ...] = (
     (4, 30, 55, 72, 95),
     (1, 32, 67, 73, 91),

@@ -1,4 +1,4 @@
-"""Offline datamodules on data shipped with dependencies (scenarios spec §4): 5k MNIST digits and 8x8 digits."""
+"""Offline datamodules on data shipped with dependencies: 5k MNIST digits and 8x8 digits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distributed samplers for evaluation passes (metrics spec §7, JiT/SSD spec §4)."""
+"""Distributed samplers for evaluation passes and JiT/SSD statistics passes."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def global_batch_share(batch_size: int, rank: int, world_size: int) -> tuple[sli
 
 
 def global_batch_shards(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
-    """Positions of each global batch that fall to ``rank`` (JiT/SSD spec §4, statistics passes).
+    """Positions of each global batch that fall to ``rank`` (JiT/SSD statistics passes).
 
     Global batch ``k`` covers positions ``[kB, min((k+1)B, n))``; rank ``r`` takes the positions ``p`` with
     ``(p - kB) mod W == r``. No padding, no duplicates; a shard may be empty (the rank must still join the

@@ -1,4 +1,4 @@
-"""Unlearning scenarios: deterministic forget/retain/test splits (scenarios spec §1-§3, §7).
+"""Unlearning scenarios: deterministic forget/retain/test splits.
 
 A scenario is a small, immutable description of *what* to forget (``ClassRemoval([0])``, ``KInstances(16)``,
 ...). ``Scenario.split`` turns it into a :class:`SplitResult` from the training targets and a seed, never touching
@@ -57,7 +57,7 @@ __all__ = [
 # Primitives
 # --------------------------------------------------------------------------------------------------------------
 def take(n: int, pool: Tensor | Sequence[int], seed: int | torch.Generator) -> Tensor:
-    """Draw ``n`` elements of ``pool`` without replacement, reproducibly (scenarios spec §1).
+    """Draw ``n`` elements of ``pool`` without replacement, reproducibly.
 
     ``pool`` is sorted ascending, then ``perm = torch.randperm(len(pool), generator=g)`` is drawn from a fresh
     generator seeded with ``seed`` (or from the given generator, which advances) and ``pool[perm[:n]]`` is
@@ -496,7 +496,7 @@ def _class_forget(
 # Scenario types
 # --------------------------------------------------------------------------------------------------------------
 class ClassRemoval(Scenario):
-    """Forget every training sample of the given classes (spec §2.1).
+    """Forget every training sample of the given classes.
 
     ``test_forget`` = test samples of those classes; ``test_retain`` = the other test samples.
 
@@ -524,7 +524,7 @@ class ClassRemoval(Scenario):
 
 
 class SubclassRemoval(Scenario):
-    """Forget every training sample of the given fine CIFAR-100 classes, on ``cifar20`` only (spec §2.2).
+    """Forget every training sample of the given fine CIFAR-100 classes, on ``cifar20`` only.
 
     Targets stay the coarse labels; ``test_forget`` holds the test samples of those fine classes.
 
@@ -561,7 +561,7 @@ class SubclassRemoval(Scenario):
 
 
 class RandomRemoval(Scenario):
-    """Forget a uniformly drawn subset of the training set (spec §2.3): ``F = take(n, D, seed)``.
+    """Forget a uniformly drawn subset of the training set: ``F = take(n, D, seed)``.
 
     ``n = count``, or ``floor(fraction * N)`` with ``N`` the training-set size. With neither given the fraction is
     0.1. Precision's preset is ``count=1000`` with seed 420; JiT/SSD's ``count=83``.
@@ -610,7 +610,7 @@ class RandomRemoval(Scenario):
 
 
 class KInstances(RandomRemoval):
-    """L2UL's k-instance removal (spec §2.3): ``RandomRemoval(count=k)``; classes are mixed.
+    """L2UL's k-instance removal: ``RandomRemoval(count=k)``; classes are mixed.
 
     Args:
         k: Number of forgotten samples (integer ``>= 1``); L2UL uses 16 with seed 0.
@@ -628,7 +628,7 @@ class KInstances(RandomRemoval):
 
 
 class ClassFraction(Scenario):
-    """Forget a fraction of each listed class (LAF "data removal", spec §2.4).
+    """Forget a fraction of each listed class (LAF "data removal").
 
     For each class ``c`` in ascending order, ``F_c`` = the first ``floor(f_c * |D_c|)`` samples of a permutation of
     ``D_c`` drawn from one generator seeded with ``seed``.
@@ -680,7 +680,7 @@ class ClassFraction(Scenario):
 
 
 class NoisyLabels(ClassFraction):
-    r"""LAF's noisy-label scenario (spec §2.6): corrupt the labels of a fraction of some classes.
+    r"""LAF's noisy-label scenario: corrupt the labels of a fraction of some classes.
 
     ``F`` = ``ClassFraction({c: rate for c in classes})``; then, for each forget sample in ascending index order and
     with the same generator, a new label uniform on ``A_i`` (``torch.randint``): ``uniform_other`` (corrected):
@@ -746,7 +746,7 @@ class NoisyLabels(ClassFraction):
 
 
 class Indices(Scenario):
-    """An explicit forget list (spec §2.5).
+    """An explicit forget list.
 
     Either ``indices``, or ``split_file``: a text file of comma- or whitespace-separated integers (like Precision's
     ``forget_set.txt``), or a saved ``splits.json`` which restores every field (noisy labels, test forget set,
@@ -826,7 +826,7 @@ class Indices(Scenario):
 
 
 class Continual(Scenario):
-    r"""A sequence of disjoint requests (spec §2.7).
+    r"""A sequence of disjoint requests.
 
     Request ``t`` is drawn from the pool ``D \ (F_0 ∪ ... ∪ F_{t-1})`` with seed ``seed + t`` (request 0 equals the
     single-request split). A class request takes that class's samples still in the pool; explicit indices must lie

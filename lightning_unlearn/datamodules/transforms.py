@@ -1,4 +1,4 @@
-"""Pixel transforms by phase (scenarios spec §5): pretraining augmentation, resizing, evaluation.
+"""Pixel transforms by phase: pretraining augmentation, resizing, evaluation.
 
 Every transform maps one float32 ``C x H x W`` image in ``[0, 1]`` to another; normalisation is never applied here
 (it is the classifier's first layer).

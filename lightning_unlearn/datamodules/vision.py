@@ -1,4 +1,4 @@
-"""Torchvision-backed datamodules: MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, CIFAR-20, SVHN (scenarios spec §4).
+"""Torchvision-backed datamodules: MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, CIFAR-20, SVHN.
 
 Each reads torchvision's on-disk format under ``root``; ``prepare_data`` downloads only when ``download=True``.
 The arrays torchvision exposes (``.data``) are kept in memory as one uint8 tensor, so no image is decoded per item.
@@ -322,7 +322,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
 
 
 class CIFAR20DataModule(CIFAR100DataModule):
-    """CIFAR-100 images with the 20 coarse labels as targets (spec §2.2); fine labels kept for sub-class removal.
+    """CIFAR-100 images with the 20 coarse labels as targets; fine labels kept for sub-class removal.
 
     Classes may be named by coarse name or by the JiT/SSD aliases (``vehicle2``, ``veg``, ``people``,
     ``electrical_devices``, ``natural_scenes``); :class:`SubclassRemoval` names fine CIFAR-100 classes.

@@ -47,9 +47,13 @@ class ActivationReset(_PrecisionMultiStage):
     weight decay 5e-4). Set ``trainer.max_epochs = 1 + retain_epochs`` and
     ``reload_dataloaders_every_n_epochs: 1``.
 
-    Quirks (``preset="reference"``): Q2, the retain sums are divided by |R| instead of |S|; Q3, statistics
-    with BN in train mode (running statistics updated); Q4, the retain loader is not shuffled; Q8, only convs
-    whose qualified name contains ``conv`` are hooked (skips ResNet shortcut convs).
+    The authors' code (``preset="reference"``) differs from the corrected default in four switches: the retain
+    sums are divided by |R| instead of |S| (``retain_mean_divisor``); the statistics pass runs with BN in train
+    mode, so it updates the running statistics (``stats_bn_mode``; in train mode the whole forget set is passed
+    before the whole retain sample, the authors' order); the retain loader is not shuffled (``shuffle_retain``);
+    only convs whose qualified name contains ``conv`` are hooked, which skips ResNet shortcut convs (``layers``).
+    The reference preset also evaluates the threshold as the authors do, ``(toll * H) * W`` compared in float32
+    (:func:`flag_channels_authors`); the default uses ``toll * (H * W)``.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (``activation_pruning``).
@@ -62,16 +66,19 @@ class ActivationReset(_PrecisionMultiStage):
         retain_sample_size: Size of S (overrides ``retain_fraction``).
         retain_lr: Learning rate of the finetune stage.
         retain_epochs: Epochs of the finetune stage.
-        layers: ``"all_conv"`` or ``"name_conv"`` (Q8); ``None`` follows the preset.
-        retain_mean_divisor: ``"sample"`` or ``"retain_set"`` (Q2); ``None`` follows the preset.
-        stats_bn_mode: ``"eval"`` or ``"train"`` (Q3); ``None`` follows the preset.
-        shuffle_retain: Shuffle the retain set (Q4); ``None`` follows the preset.
+        layers: ``"all_conv"`` (every conv of the extractor) or ``"name_conv"`` (names containing ``conv``);
+            ``None`` follows the preset.
+        retain_mean_divisor: ``"sample"`` (|S|) or ``"retain_set"`` (|R|); ``None`` follows the preset.
+        stats_bn_mode: ``"eval"`` or ``"train"`` (BN mode of the statistics pass); ``None`` follows the preset.
+        shuffle_retain: Shuffle the retain set in the finetune stage; ``None`` follows the preset.
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the re-initialisation draws; ``None``: the run's global seed.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         nesterov: Nesterov momentum.
         finetune_optimizer: Optimiser factory of the finetune stage (its own lr wins).
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class ActivationReset(_PrecisionMultiStage):
         weight_decay: float = 5e-4,
         nesterov: bool = True,
         finetune_optimizer: OptimizerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         _check_common(preset, momentum, weight_decay, retain_lr=retain_lr)
         _check_epochs("retain_epochs", retain_epochs)
@@ -113,7 +121,7 @@ class ActivationReset(_PrecisionMultiStage):
         self.retain_mean_divisor: str = _resolve(retain_mean_divisor, preset, "sample", "retain_set")
         self.stats_bn_mode: str = _resolve(stats_bn_mode, preset, "eval", "train")
         self.shuffle_retain = bool(_resolve(shuffle_retain, preset, True, False))
-        self.layer_names = activation_layers(self.model, self.layers)
+        self.layer_names = activation_layers(self.model, self.layers, self.head_name)
         if not self.layer_names and not reset_head:
             raise ValueError(
                 "ActivationReset: the classifier has no hooked conv layer for layers="
@@ -121,6 +129,7 @@ class ActivationReset(_PrecisionMultiStage):
             )
         self._sums: dict[str, dict[str, Tensor]] = {}
         self._counts = torch.zeros(2, dtype=torch.float64)
+        self._deferred: list[Tensor] = []
 
     def precision_stages(self) -> list[PrecisionStage]:
         """``statistics`` then ``finetune``."""
@@ -133,10 +142,17 @@ class ActivationReset(_PrecisionMultiStage):
         ]
 
     def statistics_step(self, spec: PrecisionStage, batch: Any, batch_idx: int) -> None:
-        """Sum the raw outputs of the hooked convs over the forget and retain-sample inputs of one batch."""
+        """Sum the raw outputs of the hooked convs over the forget and retain-sample inputs of one batch.
+
+        With BN in train mode (``stats_bn_mode="train"``) every forward pass moves the BN running statistics, so
+        the pass order matters: as in the authors' code, all forget batches run first and all retain-sample
+        batches after them. The retain-sample inputs are therefore held (on their device) and run at the end of
+        the stage, in loader order. In eval mode nothing depends on the order and each batch is summed at once.
+        """
         if batch_idx == 0:
             self._sums = {"forget": {}, "retain_sample": {}}
             self._counts = torch.zeros(2, dtype=torch.float64)
+            self._deferred = []
         was_training = self.model.training
         if self.stats_bn_mode == "eval":
             self.model.eval()
@@ -146,10 +162,20 @@ class ActivationReset(_PrecisionMultiStage):
                 if part is None:
                     continue
                 x, _, _ = self.split_batch(part)
+                if split == "retain_sample" and self.stats_bn_mode == "train":
+                    self._deferred.append(x.detach())
+                    continue
                 self.accumulate(split, x)
                 self._counts[slot] += len(x)
         finally:
             self.model.train(was_training)
+
+    def _run_deferred_retain(self) -> None:
+        """Run the held retain-sample batches (train-mode statistics) after every forget batch, in loader order."""
+        deferred, self._deferred = self._deferred, []
+        for x in deferred:
+            self.accumulate("retain_sample", x)
+            self._counts[1] += len(x)
 
     @torch.no_grad()
     def accumulate(self, split: str, x: Tensor) -> None:
@@ -177,6 +203,7 @@ class ActivationReset(_PrecisionMultiStage):
         """Reduce the statistics across ranks and apply the edit after the statistics stage."""
         if stage.name != "statistics":
             return
+        self._run_deferred_retain()
         counts = self._reduce(self._counts.to(self.device))
         sums = {
             split: {name: self._reduce(self._layer_sum(split, name)) for name in self.layer_names}
@@ -186,8 +213,9 @@ class ActivationReset(_PrecisionMultiStage):
         divisor = n_s
         if self.retain_mean_divisor == "retain_set":
             divisor = float(self._retain_size if self._retain_size is not None else n_s)
+        flag = flag_channels_authors if self.hparams["preset"] == "reference" else flag_channels
         flags = {
-            name: flag_channels(
+            name: flag(
                 sums["forget"][name] / max(n_f, 1.0),
                 sums["retain_sample"][name] / max(divisor, 1.0),
                 float(self.hparams["toll"]),
@@ -234,6 +262,30 @@ class ActivationReset(_PrecisionMultiStage):
         self._log_value("actreset/channel_fraction", reset / max(1, total))
         head_reset = bool(self.hparams["reset_head"])
         if head_reset:
-            weight = final_linear(self.model).weight
+            weight = final_linear(self.model, self.head_name).weight
             weight.data.copy_(kaiming_draw(weight, generator).to(device=weight.device, dtype=weight.dtype))
         self._log_value("actreset/head_reset", float(head_reset))
+
+
+def flag_channels_authors(a_forget: Tensor, a_retain: Tensor, toll: float) -> Tensor:
+    """The activation rule exactly as the authors evaluate it (the ``reference`` preset).
+
+    A channel is flagged when ``count > toll * H * W`` with ``count = #{(h, w) : A_f[c, h, w] > A_r[c, h, w]}``,
+    the threshold multiplied left to right, ``(toll * H) * W``, in float64, and the comparison done in float32:
+    the authors compare an integer count tensor with a Python float, which PyTorch evaluates in the default
+    float32. (``toll * (H * W)`` can differ in the last float64 bit, e.g. ``0.48 * 225 = 108`` but
+    ``0.48 * 15 * 15 = 107.99999999999999``; after the float32 rounding both are 108, so a count of 108 is not
+    flagged either way.) The float32 comparison is explicit here, so the result does not depend on
+    ``torch.get_default_dtype()``.
+
+    Args:
+        a_forget: Mean raw conv output over the forget set, ``C x H x W``.
+        a_retain: Mean raw conv output over the retain sample, ``C x H x W``.
+        toll: Fraction in ``(0, 1)``.
+
+    Returns:
+        Boolean ``C`` vector of flagged channels.
+    """
+    count = (a_forget > a_retain).sum((1, 2))
+    threshold = toll * a_forget.shape[1] * a_forget.shape[2]
+    return count.to(torch.float32) > torch.tensor(threshold, dtype=torch.float32, device=count.device)

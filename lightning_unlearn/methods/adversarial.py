@@ -1,4 +1,4 @@
-"""Targeted L2 PGD and L2UL's adversarial set (l2ul spec §3.2), as pure, generator-seeded functions.
+"""Targeted L2 PGD and L2UL's adversarial set, as pure, generator-seeded functions.
 
 The attack works on pixels in ``clip_range`` (normally ``[0, 1]``); the classifier normalises its input itself, so
 gradients flow through its ``Normalize`` layer and nothing normalised is ever clipped.
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 TargetMode = Literal["corrected", "reference"]
 TARGET_MODES: tuple[str, ...] = ("corrected", "reference")
-#: Target the reference sampler substitutes on a collision with the true label (l2ul spec Q2).
+#: Target the reference sampler substitutes on a collision with the true label.
 REFERENCE_COLLISION_TARGET = 5
 
 __all__ = ["TARGET_MODES", "generate_adversarial_set", "l2_pgd_targeted", "sample_adversarial_targets"]
@@ -98,11 +98,11 @@ def sample_adversarial_targets(
     target_classes: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Attack targets for labels ``y`` (l2ul spec §3.2).
+    r"""Attack targets for labels ``y``.
 
     * ``"corrected"``: uniform over ``{0..C-1} \ {y}`` with ``C = target_classes or num_classes``.
-    * ``"reference"``: ``floor(U[0,1) * C)``; a collision ``t == y`` becomes 5, which may equal ``y`` (Q1, Q2:
-      the authors' runnable code uses ``C = 10`` for every dataset).
+    * ``"reference"``: ``floor(U[0,1) * C)``; a collision ``t == y`` becomes 5, which may equal ``y`` (the
+      authors' runnable code uses ``C = 10`` for every dataset).
 
     Args:
         y: True labels (any device); targets are returned on the same device.
@@ -159,7 +159,7 @@ def generate_adversarial_set(
     target_classes: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """L2UL's adversarial set, repeat-major: ``N_adv`` passes over the forget batches in order (spec §3.2, Q7).
+    """L2UL's adversarial set, repeat-major: ``N_adv`` passes over the forget batches in order.
 
     Each pass draws targets for every forget batch (size ``batch_size``, last partial batch kept), attacks it with
     :func:`l2_pgd_targeted` and appends the examples in batch order, each labelled with its target (success is

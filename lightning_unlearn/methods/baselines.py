@@ -18,6 +18,16 @@ from lightning_unlearn.methods.base import (
     check_integer,
     check_positive,
 )
+from lightning_unlearn.models.cut import detect_num_classes
+
+
+def draw_label_offsets(size: int, num_classes: int, generator: torch.Generator, *, exclude_true: bool = True) -> Tensor:
+    """Per-sample label offsets of a fixed random-label table (``(y + offset) % num_classes``).
+
+    With ``exclude_true`` the offsets are uniform over ``1 .. num_classes - 1`` (a wrong label, always);
+    otherwise over ``0 .. num_classes - 1`` (uniform over all classes, so the true label is kept with p = 1/C).
+    """
+    return torch.randint(0 if not exclude_true else 1, num_classes, (size,), generator=generator)
 
 
 class _SGDDefaults(GradientUnlearningMethod):
@@ -174,7 +184,8 @@ class RandomLabel(_SGDDefaults):
 
     Args:
         model: The trained classifier to unlearn.
-        num_classes: Number of classes; ``None`` reads ``model.num_classes``.
+        num_classes: Number of classes; ``None`` reads ``model.num_classes`` or the ``out_features`` of the
+            classifier's final linear layer.
         lr: Learning rate of the default SGD optimiser.
         forget_weight: Weight of the forget (random label) cross-entropy, > 0.
         retain_weight: Weight of the retain cross-entropy, >= 0.
@@ -206,7 +217,7 @@ class RandomLabel(_SGDDefaults):
         check_positive("forget_weight", forget_weight)
         check_positive("retain_weight", retain_weight, allow_zero=True)
         check_integer("seed", seed)
-        classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+        classes = num_classes if num_classes is not None else detect_num_classes(model)
         if not isinstance(classes, int) or classes < 2:
             raise ValueError(f"RandomLabel needs num_classes >= 2 (given or as model.num_classes), got {classes!r}")
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
@@ -225,7 +236,7 @@ class RandomLabel(_SGDDefaults):
             raise RuntimeError("RandomLabel needs an UnlearningDataModule (it reads the forget-set size)")
         size = len(datamodule.forget_indices)
         if self.label_offsets.numel() != size:
-            offsets = torch.randint(1, self.num_classes, (size,), generator=self.method_generator())
+            offsets = draw_label_offsets(size, self.num_classes, self.method_generator())
             self.label_offsets = offsets.to(self.device)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:

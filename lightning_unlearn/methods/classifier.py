@@ -26,7 +26,7 @@ class Classifier(GradientUnlearningMethod):
     retain set only: the retrain oracle, the gold standard every unlearning method is judged against). The
     recipes of the papers (optimiser, schedule, epochs, augmentation) are set in the configs.
 
-    Reference: the pretraining recipes of the seed papers, as collected in the library's model specification.
+    Reference: the pretraining recipes of the seed papers.
 
     Args:
         model: The classifier to train (usually freshly initialised by ``load_classifier``).

@@ -1,4 +1,4 @@
-"""L2UL's forget-set weight importance and its quadratic anchor (l2ul spec §3.3), as pure functions."""
+"""L2UL's forget-set weight importance and its quadratic anchor, as pure functions."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def estimate_forget_importance(
     batches of ``batch_size`` in the order of ``x``:
 
     * ``"reference"``: per batch, ``s = mean_i ||f(x_i)||_2`` (unsquared), ``Omega += |ds/dp| * n_b`` (the
-      absolute batch-mean gradient). With ``accumulate_grads`` (reference quirk Q3) gradients are not zeroed
+      absolute batch-mean gradient). With ``accumulate_grads`` (reference quirk) gradients are not zeroed
       between batches, so batch ``b`` adds ``|g_1 + ... + g_b| * n_b``.
     * ``"mas"``: ``Omega = mean_i |d ||f(x_i)||^2 / dp|`` over single samples (library decision).
 
@@ -40,7 +40,7 @@ def estimate_forget_importance(
         batch_size: Batch size of the pass (the forget batch size).
         mode: ``"reference"`` or ``"mas"``.
         bn_train: Run the copy in train mode (BN uses the batch statistics, as the reference does).
-        accumulate_grads: Reproduce Q3 (``"reference"`` mode only).
+        accumulate_grads: Reproduce the reference's gradient accumulation (``"reference"`` mode only).
         generator: CPU generator seeding the pass: when given, the global RNG (CPU, and ``x``'s CUDA device) is
             forked, seeded from one draw of it and restored afterwards, so stochastic layers (dropout) give the same
             importance on every rank and the caller's RNG stream is untouched. ``None``: the global RNG as is.
@@ -93,7 +93,7 @@ def estimate_forget_importance(
 
 
 def normalize_importance(raw: Mapping[str, Tensor], eps: float = 1e-12) -> dict[str, Tensor]:
-    """Per-tensor inverted min-max normalisation ``1 - (Omega - min) / (max - min)`` (spec §3.3, guard Q4).
+    """Per-tensor inverted min-max normalisation ``1 - (Omega - min) / (max - min)``, guarded against constant tensors.
 
     ``0`` marks the element most important for the forget set (free to move), ``1`` a fully anchored one. A tensor
     whose range is ``<= eps`` gets all ones (the reference would give NaN).

@@ -1,7 +1,4 @@
-"""JiT: zero-shot unlearning by minimising a local Lipschitz ratio around the forget inputs.
-
-Specification: ``jit_ssd.md`` §2 (method), §4 (distributed), §7 (quirks J1-J6) and §9 (mapping onto the library).
-"""
+"""JiT: zero-shot unlearning by minimising a local Lipschitz ratio around the forget inputs."""
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ CLIPS: tuple[str, ...] = ("sample", "batch", "none")
 NOISE_RNGS: tuple[str, ...] = ("generator", "global_cpu")
 REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
-#: Switch values of each preset (spec §7: J1 accumulate_grads, J2 model_mode, J3 clip, J4 noise_rng, J5 reduction).
+#: Switch values of each preset (the reference-code quirks: accumulate_grads, model_mode, clip, noise_rng, reduction).
 PRESET_SWITCHES: dict[str, dict[str, Any]] = {
     "default": {
         "accumulate_grads": False,
@@ -57,9 +54,9 @@ class JiT(GradientUnlearningMethod):
     batch of the datamodule's ``batch_size`` (the global batch ``B``), unshuffled. Data: forget **inputs only**
     (zero-shot: no labels, no retain data). Default optimiser: plain SGD with ``lr`` (no momentum, no decay).
 
-    ``preset="reference"`` reproduces the authors' code (single process): J1 gradients zeroed once before the
-    pass (step ``k`` applies batches ``1..k``), J2 train mode (dropout active), J3 clipping to the whole batch's
-    scalar min/max, J4 noise from the global CPU RNG. The default zeroes every step, enforces eval mode, clips per
+    ``preset="reference"`` reproduces the authors' code (single process): gradients zeroed once before the
+    pass (step ``k`` applies batches ``1..k``), train mode (dropout active), clipping to the whole batch's
+    scalar min/max, noise from the global CPU RNG. The default zeroes every step, enforces eval mode, clips per
     sample and draws noise from a generator seeded by ``(seed, rank)``. Each switch overrides the preset.
 
     Logged per step: ``jit/lipschitz_loss``, ``jit/ratio_mean``, ``jit/input_dist_mean``,
@@ -76,12 +73,12 @@ class JiT(GradientUnlearningMethod):
         optimizer: Optimiser factory replacing the default SGD (its own lr wins).
         preset: ``"default"`` (corrected) or ``"reference"`` (authors' code).
         seed: Seed of the noise generator (combined with the rank).
-        accumulate_grads: Zero gradients only before the first step (J1); ``None``: from the preset.
-        model_mode: ``"eval"`` or ``"train"`` mode during the pass (J2); ``None``: from the preset.
+        accumulate_grads: Zero gradients only before the first step; ``None``: from the preset.
+        model_mode: ``"eval"`` or ``"train"`` mode during the pass; ``None``: from the preset.
         clip: Clip range of the perturbed inputs: ``"sample"`` (each sample's min/max), ``"batch"`` (the whole
-            batch's, J3) or ``"none"``; ``None``: from the preset.
-        noise_rng: ``"generator"`` (seeded) or ``"global_cpu"`` (``torch.randn``, J4); ``None``: from the preset.
-        reduction: ``"sum"`` (authors', J5) or ``"mean"`` over the batch; ``None``: from the preset.
+            batch's) or ``"none"``; ``None``: from the preset.
+        noise_rng: ``"generator"`` (seeded) or ``"global_cpu"`` (``torch.randn``); ``None``: from the preset.
+        reduction: ``"sum"`` (authors') or ``"mean"`` over the batch; ``None``: from the preset.
     """
 
     needs_labels = False
@@ -190,7 +187,7 @@ class JiT(GradientUnlearningMethod):
         return loss * self._world_size()
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Optimizer) -> None:
-        """Zero gradients every step, or only before the first step with ``accumulate_grads`` (J1)."""
+        """Zero gradients every step, or only before the first step with ``accumulate_grads``."""
         if self.accumulate_grads and batch_idx > 0:
             return
         optimizer.zero_grad()

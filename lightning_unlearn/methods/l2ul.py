@@ -28,6 +28,7 @@ from lightning_unlearn.methods.importance import (
     importance_penalty,
     normalize_importance,
 )
+from lightning_unlearn.models.cut import detect_num_classes
 
 Variant = Literal["naive", "adv", "adv_imp"]
 Objective = Literal["misclassify", "relabel"]
@@ -62,7 +63,7 @@ def l2ul_loss(
     adv_targets: Tensor | None = None,
     objective: Objective = "misclassify",
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """L2UL's unregularised loss (spec §3.1).
+    """L2UL's unregularised loss.
 
     Without an adversarial batch (``naive``): ``-CE(B_f, y)`` (``+CE(B_f, y*)`` for relabel). With one (``adv``):
     ``-(n_f/N) CE(B_f, y) + (n_a/N) CE(B_a, y_adv)`` with ``N = n_f + n_a`` (relabel: ``+(n_f/N) CE(B_f, y*)``).
@@ -90,7 +91,7 @@ class L2UL(GradientUnlearningMethod):
 
     ``loss = -(n_f/N) CE(B_f, y) + (n_a/N) CE(B_a, y_adv) + lambda * 1/2 sum Omega~ (theta - theta0)^2``, where
     ``B_a`` are targeted L2-PGD examples of the forget instances labelled with their attack targets and ``Omega~`` is
-    one minus the per-tensor min-max-normalised importance of each weight for the forget set (spec §3). Variants:
+    one minus the per-tensor min-max-normalised importance of each weight for the forget set. Variants:
     ``naive`` (``-CE(B_f, y)`` only), ``adv`` (+ADV) and ``adv_imp`` (+ADV+IMP, the full method).
 
     Regime: gradient, automatic optimisation, one SGD optimiser. A pre-pass in ``on_fit_start`` materialises the
@@ -105,9 +106,9 @@ class L2UL(GradientUnlearningMethod):
 
     Data: the labelled forget split only (sequential, unaugmented, with sample indices); no retain data.
 
-    ``preset="reference"`` reproduces the authors' code: targets from classes 0-9 (Q1) with collisions replaced by
-    5 (Q2), importance gradients accumulated across batches (Q3), ``max_epochs + 1`` epochs (Q5) and, for
-    ``naive``, the stopping test only after each pass over the forget set (Q6). Each quirk has its own override.
+    ``preset="reference"`` reproduces the authors' code: targets from classes 0-9 with collisions replaced by
+    5, importance gradients accumulated across batches, ``max_epochs + 1`` epochs and, for
+    ``naive``, the stopping test only after each pass over the forget set. Each quirk has its own override.
     Both presets keep BN in train mode during steps and the importance pass, ground-truth labels and at least one
     step.
 
@@ -116,7 +117,8 @@ class L2UL(GradientUnlearningMethod):
 
     Args:
         model: The trained classifier (pixels in [0, 1], normalisation inside the model).
-        num_classes: Number of classes ``C``.
+        num_classes: Number of classes ``C``; ``None`` reads ``model.num_classes`` or the ``out_features`` of the
+            classifier's final linear layer.
         variant: ``"naive"``, ``"adv"`` or ``"adv_imp"``.
         objective: ``"misclassify"`` (away from the true label) or ``"relabel"`` (towards ``y*``).
         preset: ``"corrected"`` (default) or ``"reference"``.
@@ -131,7 +133,7 @@ class L2UL(GradientUnlearningMethod):
         adv_batch_size: Adversarial batch size.
         forget_batch_size: Forget batch size (also of the importance pass and the adversarial pre-pass).
         max_epochs: Epoch cap of the stopping rule (epochs of adversarial batches; of forget batches for naive).
-        adv_target_classes: Classes attack targets are drawn from; ``None``: ``C`` (reference preset: 10, Q1).
+        adv_target_classes: Classes attack targets are drawn from; ``None``: ``C`` (reference preset: 10).
         importance_mode: ``"reference"`` (``|grad of mean ||f(x)|| |`` per batch) or ``"mas"`` (per-sample
             ``|grad ||f(x)||^2|``).
         bn_mode: ``"train"`` (BN batch statistics during steps and importance) or ``"eval"``.
@@ -141,10 +143,10 @@ class L2UL(GradientUnlearningMethod):
             prediction at the request start).
         relabel_targets: ``y*`` per forget instance (split order) for ``objective="relabel"``; ``None`` draws them
             uniformly from the other classes with the method's seed.
-        target_sampling: Q1/Q2 override of the attack target sampler (``None``: preset).
-        importance_accumulate: Q3 override (``None``: preset).
-        extra_cap_epoch: Q5 override (``None``: preset).
-        naive_check_per_pass: Q6 override (``None``: preset).
+        target_sampling: Override of the attack target sampler (``None``: preset).
+        importance_accumulate: Override of the importance-gradient accumulation (``None``: preset).
+        extra_cap_epoch: Override of the extra ``max_epochs + 1`` cap epoch (``None``: preset).
+        naive_check_per_pass: Override of ``naive``'s per-pass stopping test (``None``: preset).
         seed: Seed of targets, random PGD starts, relabel targets and any stochastic layer of the importance pass
             (identical on every rank). Under DDP the request state is also broadcast from rank 0, the stopping check
             uses rank 0's BN statistics and its decision is reduced over the ranks, so all ranks stop together.
@@ -167,7 +169,7 @@ class L2UL(GradientUnlearningMethod):
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
+        num_classes: int | None = None,
         variant: Variant = "adv_imp",
         objective: Objective = "misclassify",
         preset: L2ULPreset = "corrected",
@@ -203,6 +205,8 @@ class L2UL(GradientUnlearningMethod):
         check_choice("forget_target", forget_target, FORGET_TARGETS)
         if target_sampling is not None:
             check_choice("target_sampling", target_sampling, PRESETS)
+        if num_classes is None:
+            num_classes = detect_num_classes(model)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         check_positive("reg_lambda", reg_lambda, allow_zero=True)
@@ -461,7 +465,7 @@ class L2UL(GradientUnlearningMethod):
 
     @property
     def cap_steps(self) -> int:
-        """Step cap: ``max_epochs`` (+1 under Q5) epochs of :attr:`num_epoch_batches`."""
+        """Step cap: ``max_epochs`` (+1 with the extra cap epoch) epochs of :attr:`num_epoch_batches`."""
         return (self.hparams["max_epochs"] + int(self.extra_cap_epoch)) * self.num_epoch_batches
 
     def _request_tensors(self) -> list[Tensor]:
@@ -546,7 +550,7 @@ def _accuracy(model: nn.Module, dataset: Any, device: torch.device) -> tuple[int
 
 
 def continual_accuracies(model: nn.Module, datamodule: Any, request: int) -> dict[str, float]:
-    """Accuracies (%) after request ``request`` (spec §4): current and earlier forget sets, their union, retain, test.
+    """Accuracies (%) after request ``request``: current and earlier forget sets, their union, retain, test.
 
     Keys: ``forget`` (``F_t``), ``forget_req{s}`` for ``s < t``, ``forget_previous`` (union of earlier sets),
     ``forget_all`` (union up to ``t``), ``retain`` (``D`` minus every forget set so far), ``test``, and the
@@ -580,7 +584,7 @@ def run_continual(
     requests: Sequence[int] | None,
     trainer_factory: Callable[[int], Trainer],
 ) -> list[dict[str, float]]:
-    """Continual unlearning (spec §4): one ``fit`` per request on the same module, each with a fresh trainer.
+    """Continual unlearning: one ``fit`` per request on the same module, each with a fresh trainer.
 
     For request ``t`` the datamodule's ``request`` is set to ``t`` (a ``Continual`` scenario), a trainer is built by
     ``trainer_factory(t)`` (so a fresh optimiser is created) and ``fit`` runs: ``on_fit_start`` re-anchors

@@ -1,4 +1,4 @@
-"""LAF and LAF+R: label-agnostic forgetting (Shen et al., ICLR 2024; ``laf.md``).
+"""LAF and LAF+R: label-agnostic forgetting (Shen et al., ICLR 2024).
 
 Pure loss functions (:func:`vae_loss`, :func:`bounded_error`, :func:`ue_loss`, :func:`ra_loss`) and the
 multi-stage method :class:`LAF` (``repair=True`` is LAF+R).
@@ -36,7 +36,7 @@ _LOGVAR_EPS = 1e-8
 def vae_loss_terms(
     recon: Tensor, e: Tensor, mu: Tensor, sigma: Tensor, kl_weight: float = 0.025
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """LAF's VAE loss and its parts (``laf.md`` §3.1).
+    """LAF's VAE loss and its parts.
 
     ``recon_term = (1/B) sum_i sum_d (recon - e)^2``; ``kl = (1/B) * -1/2 sum_i sum_k [ln(sigma^2 + 1e-8) + 1 -
     mu^2 - sigma^2]``; ``loss = recon_term + kl_weight * kl``.
@@ -57,7 +57,7 @@ def vae_loss(recon: Tensor, e: Tensor, mu: Tensor, sigma: Tensor, kl_weight: flo
 
 
 def bounded_error(m: Tensor) -> Tensor:
-    """``phi(m) = exp(m / (m + 1))``: 1 at 0, increasing, below ``e`` (``laf.md`` §3.2)."""
+    """``phi(m) = exp(m / (m + 1))``: 1 at 0, increasing, below ``e``."""
     return torch.exp(m / (m + 1))
 
 
@@ -69,7 +69,7 @@ def ue_loss_terms(recon_r: Tensor, e_r: Tensor, recon_f: Tensor, e_f: Tensor) ->
 
 
 def ue_loss(recon_r: Tensor, e_r: Tensor, recon_f: Tensor, e_f: Tensor) -> Tensor:
-    """``L_UE = sum_r phi(||h_D(e) - e||^2) - sum_f phi(||h_f(e) - e||^2)`` (sums, no mean; ``laf.md`` §3.2)."""
+    """``L_UE = sum_r phi(||h_D(e) - e||^2) - sum_f phi(||h_f(e) - e||^2)`` (sums, no mean)."""
     return ue_loss_terms(recon_r, e_r, recon_f, e_f)[0]
 
 
@@ -86,7 +86,7 @@ def ra_loss_terms(
     """Representation-alignment loss and its parts: ``(loss, align_term, repel_term)``, ``loss = align - repel``.
 
     ``align = sum_i a_i`` with ``a_i = 1 - cos(e_r_i, t_r_i)``; ``repel = B_r * ln sum_j exp(b_j / tau)`` with
-    ``b_j = 1 - cos(e_f_j, t_f_j)`` (``laf.md`` §3.3).
+    ``b_j = 1 - cos(e_f_j, t_f_j)``.
     """
     a = _cosine_distance(e_r, t_r)
     b = _cosine_distance(e_f, t_f)
@@ -96,7 +96,7 @@ def ra_loss_terms(
 
 
 def ra_loss(e_r: Tensor, t_r: Tensor, e_f: Tensor, t_f: Tensor, temperature: float) -> Tensor:
-    """``L_RA = sum_i ln(exp(a_i) / sum_j exp(b_j / tau))`` (the authors' exact form; ``laf.md`` §3.3)."""
+    """``L_RA = sum_i ln(exp(a_i) / sum_j exp(b_j / tau))`` (the authors' exact form)."""
     return ra_loss_terms(e_r, t_r, e_f, t_f, temperature)[0]
 
 
@@ -111,7 +111,7 @@ def _inputs(element: Any) -> Tensor:
 class LAF(MultiStageUnlearningMethod):
     """LAF: label-agnostic forgetting at the representation level; ``repair=True`` is LAF+R.
 
-    Stages (``laf.md`` §3, §10), by epoch, with ``V = vae_epochs``, ``U = unlearn_epochs``,
+    Stages, by epoch, with ``V = vae_epochs``, ``U = unlearn_epochs``,
     ``R = repair_epochs if repair else 0``:
 
     1. ``vae_all`` ``[0, V)``: fit the VAE ``h_D`` (Adam ``vae_lr``) on the frozen original model's (teacher's)
@@ -145,8 +145,8 @@ class LAF(MultiStageUnlearningMethod):
 
     Args:
         model: The trained classifier.
-        head_name: Name of the head submodule (``"fc2"`` for the LAF networks); ``None`` uses
-            ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (the classifier's ``head_name``: ``"fc2"``
+            on the LAF networks; else e.g. ``fc`` on a torchvision ResNet).
         latent_dim: VAE latent width ``d_z`` (8 CNN, 16 ResNet-18).
         vae_epochs: Epochs of each VAE stage (``>= 1``).
         vae_lr: Adam learning rate of the VAEs.
@@ -162,7 +162,7 @@ class LAF(MultiStageUnlearningMethod):
         repair_epochs: Epochs of the repair stage (``>= 1`` when ``repair``).
         repair_lr: Adam learning rate of the repair.
         repair_split: ``"retain_labelled"`` (corrected: the labelled subset, one pass per epoch) or
-            ``"retain_zip_forget"`` (reference Q4: all retain labels, one step per forget batch); ``None``
+            ``"retain_zip_forget"`` (reference: all retain labels, one step per forget batch); ``None``
             follows ``preset``.
         vae_optimizer: Optional optimiser factory for both VAE stages (default Adam ``vae_lr``).
         ue_optimizer: Optional optimiser factory of the unlearning step (default Adam ``lr_ue``).
@@ -184,7 +184,7 @@ class LAF(MultiStageUnlearningMethod):
         self,
         model: nn.Module,
         *,
-        head_name: str | None = "fc2",
+        head_name: str | None = None,
         latent_dim: int = 8,
         vae_epochs: int = 10,
         vae_lr: float = 1e-3,

@@ -36,6 +36,7 @@ from lightning_unlearn.methods.precision_common import (
     _stage_optimizers,
     stage_sgd,
 )
+from lightning_unlearn.models.cut import resolve_head_name
 
 
 class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
@@ -49,8 +50,9 @@ class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        self.num_classes = _num_classes(model)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        self.head_name: str = resolve_head_name(model, self.hparams.get("head_name"))
+        self.num_classes = _num_classes(model, self.head_name)
         self.register_buffer("poison_draws", torch.zeros(0, dtype=torch.long))
 
     def default_optimizer(self, params: Iterable[nn.Parameter]) -> Optimizer:
@@ -117,6 +119,8 @@ class Poison(_PoisonBase):
         nesterov: Nesterov momentum.
         optimizer: Optimiser factory replacing the default SGD (its own lr wins).
         lr_scheduler: Optional scheduler factory, stepped once per epoch.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     train_splits = ("forget",)
@@ -134,6 +138,7 @@ class Poison(_PoisonBase):
         nesterov: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         _check_common("corrected", momentum, weight_decay, lr=lr)
         _check_epochs("epochs", epochs)
@@ -165,7 +170,7 @@ class PoisonFull(_PoisonBase):
     weight decay 5e-4, ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped per epoch. Splits: labelled
     ``retain`` and ``forget`` (with union positions). Set ``trainer.max_epochs = epochs``.
 
-    Quirk (``preset="reference"``): Q5, the union is iterated unshuffled (retain in index order, then every
+    Quirk (``preset="reference"``): the union is iterated unshuffled (retain in index order, then every
     poisoned sample: each epoch ends with ⌈|F|/128⌉ poisoned-only steps); corrected: shuffled.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
@@ -176,7 +181,7 @@ class PoisonFull(_PoisonBase):
         lr: Initial learning rate.
         epochs: Number of passes over the union (must equal ``trainer.max_epochs``).
         schedule: ``"cosine"`` (reference) or ``"constant"``.
-        shuffle: Shuffle the union (Q5); ``None`` follows the preset.
+        shuffle: Shuffle the union; ``None`` follows the preset.
         exclude_true_label: Draw labels among the wrong classes only (default False).
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the random labels; ``None``: the run's global seed.
@@ -185,6 +190,8 @@ class PoisonFull(_PoisonBase):
         nesterov: Nesterov momentum.
         optimizer: Optimiser factory replacing the default SGD (its own lr wins).
         lr_scheduler: Scheduler factory replacing the schedule given by ``schedule``.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     train_splits = ("retain", "forget")
@@ -205,6 +212,7 @@ class PoisonFull(_PoisonBase):
         nesterov: bool = True,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         _check_common(preset, momentum, weight_decay, lr=lr)
         _check_epochs("epochs", epochs)
@@ -272,7 +280,7 @@ class Hybrid(_PrecisionMultiStage):
     Splits: labelled ``forget`` (with indices) and ``retain``. Set ``trainer.max_epochs = forget_epochs +
     retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
 
-    Quirk (``preset="reference"``): Q4, the retain loader is not shuffled; corrected: shuffled.
+    Quirk (``preset="reference"``): the retain loader is not shuffled; corrected: shuffled.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (``two_stage_simple``).
@@ -283,7 +291,7 @@ class Hybrid(_PrecisionMultiStage):
         forget_epochs: Epochs of the poison stage.
         retain_lr: Learning rate of the recover stage.
         retain_epochs: Epochs of the recover stage.
-        shuffle_retain: Shuffle the retain set (Q4); ``None`` follows the preset.
+        shuffle_retain: Shuffle the retain set; ``None`` follows the preset.
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the random labels; ``None``: the run's global seed.
         momentum: SGD momentum of every stage.
@@ -291,6 +299,8 @@ class Hybrid(_PrecisionMultiStage):
         nesterov: Nesterov momentum.
         poison_optimizer: Optimiser factory of the poison stage (its own lr wins).
         recover_optimizer: Optimiser factory of the recover stage.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     def __init__(
@@ -308,6 +318,7 @@ class Hybrid(_PrecisionMultiStage):
         nesterov: bool = True,
         poison_optimizer: OptimizerCallable | None = None,
         recover_optimizer: OptimizerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         _check_common(preset, momentum, weight_decay, forget_lr=forget_lr, retain_lr=retain_lr)
         _check_epochs("forget_epochs", forget_epochs)

@@ -1,4 +1,4 @@
-"""Shared mechanisms of the "Forget with Precision" family (spec ``precision.md`` §2).
+"""Shared mechanisms of the "Forget with Precision" family.
 
 * :func:`change_mask` (least-changed weights per tensor, linear-interpolated quantile without
   ``torch.quantile``'s 2^24-element limit) and :func:`reinit` (Kaiming-normal fan-in redraw of masked entries);
@@ -34,7 +34,7 @@ from lightning_unlearn.methods.base import (
     check_choice,
     check_positive,
 )
-from lightning_unlearn.models.cut import final_linear, resolve_head_name
+from lightning_unlearn.models.cut import detect_num_classes, resolve_head_name
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -187,16 +187,8 @@ def _check_common(preset: str, momentum: float, weight_decay: float, **lrs: floa
         check_positive(name, lr)
 
 
-def _num_classes(model: nn.Module) -> int:
-    classes = getattr(model, "num_classes", None)
-    if not isinstance(classes, int) or classes < 2:
-        try:
-            classes = final_linear(model).out_features
-        except ValueError:
-            classes = None
-    if not isinstance(classes, int) or classes < 2:
-        raise ValueError("the classifier needs a `num_classes` attribute (>= 2) or a head ending in nn.Linear")
-    return classes
+def _num_classes(model: nn.Module, head_name: str | None = None) -> int:
+    return detect_num_classes(model, head_name)
 
 
 # ----------------------------------------------------------------------------------------------------- mixins
@@ -266,7 +258,7 @@ def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------------- multi-stage
 @dataclass(frozen=True)
 class PrecisionStage:
-    """Declaration of one stage of the family (spec §8): what data, which network trains, lr, schedule, shuffle."""
+    """Declaration of one stage of the family: what data, which network trains, lr, schedule, shuffle."""
 
     name: str
     epochs: int
@@ -284,9 +276,10 @@ class _PrecisionMultiStage(_RandomLabels, MultiStageUnlearningMethod):
     copy_names: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, stage_optimizers: dict[str, OptimizerCallable | None] | None = None) -> None:
-        self.num_classes = _num_classes(model)
         self._stage_optimizers = dict(stage_optimizers or {})
         super().__init__(model)
+        self.head_name: str = resolve_head_name(model, self.hparams.get("head_name"))
+        self.num_classes = _num_classes(model, self.head_name)
         self.register_buffer("poison_draws", torch.zeros(0, dtype=torch.long))
         self._retain_size: int | None = None
         self._datamodule_sample: int | None = None

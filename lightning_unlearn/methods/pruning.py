@@ -128,7 +128,7 @@ class Pruning(_PruningBase):
     new SGD, momentum 0.9, Nesterov, weight decay 5e-4, constant lr. Splits: labelled ``forget`` and ``retain``.
     Set ``trainer.max_epochs = overfit_epochs + retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
 
-    Quirk (``preset="reference"``): Q4, the retain loader is not shuffled.
+    Quirk (``preset="reference"``): the retain loader is not shuffled.
 
     Under DDP the overfit stages train on *global* batches (``Phase.global_batches``): every rank walks the
     one-process batch order and trains on its share of each batch with a share-weighted loss, so the copies, and
@@ -146,7 +146,7 @@ class Pruning(_PruningBase):
         quantile: Fraction of each tensor to reset, in (0, 1).
         retain_lr: Learning rate of the finetune stage.
         retain_epochs: Epochs of the finetune stage.
-        shuffle_retain: Shuffle the retain set (Q4); ``None`` follows the preset.
+        shuffle_retain: Shuffle the retain set; ``None`` follows the preset.
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the re-initialisation draws; ``None``: the run's global seed.
         momentum: SGD momentum of every stage.
@@ -154,6 +154,8 @@ class Pruning(_PruningBase):
         nesterov: Nesterov momentum.
         overfit_forget_optimizer: Optimiser factory of the overfit stage (its own lr wins).
         finetune_optimizer: Optimiser factory of the finetune stage.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class Pruning(_PruningBase):
         nesterov: bool = True,
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         check_integer("seed", seed, optional=True)
         super().__init__(
@@ -192,7 +195,7 @@ class Pruning(_PruningBase):
 class PruningLast(_PruningBase):
     """As :class:`Pruning`, but only the weight of the final linear layer may be reset ("Pruning Last").
 
-    The final linear layer is the last ``nn.Linear`` of the classifier's head (Q7: the reference takes the
+    The final linear layer is the last ``nn.Linear`` of the classifier's head (the reference takes the
     second-to-last ``state_dict`` entry, the same tensor on its ResNet-18). The head bias and every other
     parameter and buffer stay bit-identical through the edit.
 
@@ -208,7 +211,7 @@ class PruningLast(_PruningBase):
         quantile: Fraction of the head weight to reset, in (0, 1).
         retain_lr: Learning rate of the finetune stage.
         retain_epochs: Epochs of the finetune stage.
-        shuffle_retain: Shuffle the retain set (Q4); ``None`` follows the preset.
+        shuffle_retain: Shuffle the retain set; ``None`` follows the preset.
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the re-initialisation draws; ``None``: the run's global seed.
         momentum: SGD momentum of every stage.
@@ -216,6 +219,8 @@ class PruningLast(_PruningBase):
         nesterov: Nesterov momentum.
         overfit_forget_optimizer: Optimiser factory of the overfit stage (its own lr wins).
         finetune_optimizer: Optimiser factory of the finetune stage.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     def __init__(
@@ -234,6 +239,7 @@ class PruningLast(_PruningBase):
         nesterov: bool = True,
         overfit_forget_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         check_integer("seed", seed, optional=True)
         super().__init__(
@@ -252,7 +258,7 @@ class PruningLast(_PruningBase):
 
     def eligible_names(self) -> list[str]:
         """Only the weight of the final linear layer of the head."""
-        weight = final_linear(self.model).weight
+        weight = final_linear(self.model, self.head_name).weight
         return [n for n, p in self.model.named_parameters() if p is weight]
 
 
@@ -268,8 +274,8 @@ class PruningComplex(_PruningBase):
     constant lr. Splits: labelled ``forget``, ``retain_sample`` and ``retain``. Set ``trainer.max_epochs =
     2 * overfit_epochs + retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
 
-    Quirks (``preset="reference"``): Q1, copy B trains at ``overfit_lr // 3`` = 0.0, so B never moves, its mask
-    is empty and nothing is reset; corrected: ``overfit_lr / 3``. Q4, the retain loader is not shuffled.
+    Quirks (``preset="reference"``): copy B trains at ``overfit_lr // 3`` = 0.0, so B never moves, its mask
+    is empty and nothing is reset; corrected: ``overfit_lr / 3``; the retain loader is not shuffled.
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (``selective_pruning_complex``).
@@ -281,11 +287,11 @@ class PruningComplex(_PruningBase):
         quantile: Quantile of each change mask, in (0, 1).
         retain_lr: Learning rate of the finetune stage.
         retain_epochs: Epochs of the finetune stage.
-        retain_overfit_lr: Learning rate of copy B (Q1); ``None``: ``overfit_lr / 3`` (corrected) or
+        retain_overfit_lr: Learning rate of copy B; ``None``: ``overfit_lr / 3`` (corrected) or
             ``overfit_lr // 3`` (reference).
         retain_fraction: Size of S as a fraction of the retain set, in (0, 1].
         retain_sample_size: Size of S (overrides ``retain_fraction``).
-        shuffle_retain: Shuffle the retain set (Q4); ``None`` follows the preset.
+        shuffle_retain: Shuffle the retain set; ``None`` follows the preset.
         preset: ``"corrected"`` or ``"reference"``.
         seed: Seed of the re-initialisation draws; ``None``: the run's global seed.
         momentum: SGD momentum of every stage.
@@ -294,6 +300,8 @@ class PruningComplex(_PruningBase):
         overfit_forget_optimizer: Optimiser factory of copy A's stage (its own lr wins).
         overfit_retain_sample_optimizer: Optimiser factory of copy B's stage.
         finetune_optimizer: Optimiser factory of the finetune stage.
+        head_name: Name of the head submodule (the cut and the final linear layer); ``None`` detects it
+            (the classifier's ``head_name``, else e.g. ``fc`` on a torchvision ResNet).
     """
 
     copy_names = ("copy_forget", "copy_retain")
@@ -319,6 +327,7 @@ class PruningComplex(_PruningBase):
         overfit_forget_optimizer: OptimizerCallable | None = None,
         overfit_retain_sample_optimizer: OptimizerCallable | None = None,
         finetune_optimizer: OptimizerCallable | None = None,
+        head_name: str | None = None,
     ) -> None:
         check_integer("seed", seed, optional=True)
         if retain_overfit_lr is not None:

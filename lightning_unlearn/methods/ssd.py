@@ -1,7 +1,4 @@
-"""Selective Synaptic Dampening (SSD) and its label-free variant (LFSSD): importance passes and one dampening edit.
-
-Specification: ``jit_ssd.md`` §3 (method), §4 (distributed statistics) and §9 (mapping onto the library).
-"""
+"""Selective Synaptic Dampening (SSD) and its label-free variant (LFSSD): importance passes and one dampening edit."""
 
 from __future__ import annotations
 
@@ -49,7 +46,7 @@ def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
 
 
 class GlobalBatches:
-    """This rank's shard of every global batch of an unshuffled pass over one split (spec §4).
+    """This rank's shard of every global batch of an unshuffled pass over one split.
 
     Lightning gives every training loader a *shuffled*, padded ``DistributedSampler`` under DDP, so the loader's
     own batches cannot reproduce the single-process batches. A method reads its shard of global batch ``k``
@@ -92,7 +89,7 @@ class GlobalBatches:
 def dampen_(
     param: Tensor, importance_full: Tensor, importance_forget: Tensor, alpha: float, lambda_: float
 ) -> tuple[Tensor, Tensor]:
-    """Apply SSD's dampening to ``param`` in place (spec §3) and return ``(selected, beta)``.
+    """Apply SSD's dampening to ``param`` in place and return ``(selected, beta)``.
 
     A scalar ``j`` is selected iff ``I_f[j] > alpha * I_D[j]`` (strict); it becomes ``beta[j] * theta[j]`` with
     ``beta[j] = min(lambda_ * I_D[j] / I_f[j], 1)``. Unselected scalars stay bit-identical (their ``beta`` is 1).
@@ -266,7 +263,7 @@ class SSD(OnePassUnlearningMethod):
         super().on_train_epoch_start()
 
     def accumulate(self, batch: Any, batch_idx: int) -> None:
-        """Add the importance of one global batch for each pass present in ``batch`` (spec §3/§4)."""
+        """Add the importance of one global batch for each pass present in ``batch``."""
         self.model.eval()
         for name in (FORGET, FULL):
             if self._global:
@@ -406,7 +403,7 @@ class LFSSD(SSD):
     """Loss-Free SSD: SSD whose importances need no labels (gradients of the squared logit norm, absolute values).
 
     Identical to :class:`SSD` except that each batch's gradient is that of ``mean_i ||f(x_i)||_2^2`` and the
-    accumulator adds ``|g_b|`` instead of ``g_b**2`` (spec §3). Regime and data as :class:`SSD`, inputs only
+    accumulator adds ``|g_b|`` instead of ``g_b**2``. Regime and data as :class:`SSD`, inputs only
     (no labels are read). No published configuration exists, so ``alpha``/``lambda_`` must be tuned.
 
     Reference: J. Foster, K. Fogarty, S. Schoepf, C. Öztireli, A. Brintrup, "Loss-Free Machine Unlearning", ICLR

@@ -1,4 +1,4 @@
-"""Exact top-1 accuracy of one evaluation split (``metrics.md`` §2)."""
+"""Exact top-1 accuracy of one evaluation split."""
 
 from __future__ import annotations
 

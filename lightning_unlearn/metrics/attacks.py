@@ -1,4 +1,4 @@
-"""SalUn, starting-kit and SCRUB membership-inference attacks (``metrics.md`` §3(b), (d), (e)).
+"""SalUn, starting-kit and SCRUB membership-inference attacks.
 
 Registered attacks (select by name in :class:`~lightning_unlearn.callbacks.MembershipInference`):
 
@@ -94,7 +94,7 @@ def cv_attack_accuracy(
 class SVCConfidenceMIA(MembershipAttack):
     """SalUn's "MIA efficacy": an RBF SVC on the true-class confidence, logged as ``mia/svc_confidence_efficacy``.
 
-    ``metrics.md`` §3(b), from OPTML-Group/Unlearn-Saliency (``evaluation/SVC_MIA.py``, ``main_forget.py``).
+    As in OPTML-Group/Unlearn-Saliency (``evaluation/SVC_MIA.py``, ``main_forget.py``).
     Feature: the confidence ``p_y`` of the stored label, ``p = softmax(logits)`` (float64), one number per sample.
     Non-members (label 0): the test split T; in class-wise scenarios, the test split **without the forgotten
     class**, i.e. the ``test_retain`` split whenever it received samples (otherwise ``test``). Members (label 1):
@@ -139,7 +139,7 @@ class SVCConfidenceMIA(MembershipAttack):
 class LossLRCVMIA(MembershipAttack):
     """The NeurIPS-2023 starting kit's ``simple_mia``: cross-validated LR on the loss, ``mia/loss_lr_cv_acc``.
 
-    ``metrics.md`` §3(d), from unlearning-challenge/starting-kit (``unlearning-CIFAR10.ipynb``). Feature: the
+    As in unlearning-challenge/starting-kit (``unlearning-CIFAR10.ipynb``). Feature: the
     per-sample cross-entropy ``ℓ = -ln p_y`` (float64), one number per sample. Members (label 1): the forget split
     D_f. Non-members (label 0): the whole test split. Balancing: the larger group is subsampled without
     replacement to the smaller's size, seeded by ``seed`` (unseeded in the kit). Attacker: ``LogisticRegression()``
@@ -178,7 +178,7 @@ class LossLRCVMIA(MembershipAttack):
 class ForgetVsTestMIA(MembershipAttack):
     """SCRUB's forget-vs-test attack: cross-validated LR on the clipped loss, ``mia/forget_vs_test_cv_acc``.
 
-    ``metrics.md`` §3(e), from meghdadk/SCRUB (``MIA_experiments.ipynb``, ``membership_inference_attack``).
+    As in meghdadk/SCRUB (``MIA_experiments.ipynb``, ``membership_inference_attack``).
     Feature: the per-sample cross-entropy ``ℓ = -ln p_y`` (float64) clipped to ``[-100, 100]``. Members (label 1):
     the forget split D_f. Non-members (label 0): the test samples **whose stored label occurs in D_f** (class
     forgetting: only the forgotten classes; random forgetting: in practice the whole test split). Balancing: the

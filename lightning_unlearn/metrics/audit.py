@@ -1,17 +1,19 @@
-"""Privacy audits across many models: per-example ε̂ statistics (``metrics.md`` §5.1 and §5.2).
+"""Privacy audits across many models: per-example ε̂ statistics of two published protocols.
 
 Both audits compare, for every forget example, the distribution of a score over ``M`` retrained models (trained from
 scratch without the forget set) with its distribution over ``M`` unlearned models, and turn the best distinguishing
 rule's error rates into a differential-privacy style ε̂. Lower ε̂ means the unlearned models look more like the
 retrained ones. Everything here is plain NumPy in float64; torch tensors are accepted and copied to the CPU.
 
-- §5.1, "Forget with Precision" (:func:`per_example_epsilon`, :func:`summarize_epsilon`): hinge scores
-  (:func:`hinge_scores`), a per-example Gaussian likelihood-ratio test, every distinct pooled score as a threshold,
-  δ = 0.05. ε̂ is ``+inf`` under perfect separation and ``nan`` when no threshold survives; the largest finite
-  value is :func:`epsilon_ceiling`.
-- §5.2, the NeurIPS-2023 unlearning challenge (:func:`challenge_epsilon`, :func:`forget_quality`,
-  :func:`challenge_score`): logit-scaled confidences (:func:`logit_confidence`), single-threshold and interval
-  decision rules on fixed grids, δ = 1e-5, ε̂ clipped to ``[0, 50]``.
+- "Forget with Precision" (M. Krähenmann et al., ETH Zürich, 2023; :func:`per_example_epsilon`,
+  :func:`summarize_epsilon`): hinge scores (:func:`hinge_scores`), a per-example Gaussian likelihood-ratio test,
+  every distinct pooled score as a threshold, δ = 0.05 by default (δ = 0, the default of the authors' estimator,
+  is accepted too). ε̂ is ``+inf`` under perfect separation and ``nan`` when no threshold survives; the largest
+  finite value is :func:`epsilon_ceiling`.
+- The NeurIPS-2023 machine unlearning challenge (E. Triantafillou et al., "Are we making progress in unlearning?
+  Findings from the first NeurIPS unlearning competition", 2024; :func:`challenge_epsilon`,
+  :func:`forget_quality`, :func:`challenge_score`): logit-scaled confidences (:func:`logit_confidence`),
+  single-threshold and interval decision rules on fixed grids, δ = 1e-5, ε̂ clipped to ``[0, 50]``.
 
 Array conventions: per-model scores are ``[M, S]`` (models × forget examples); logits are ``[M, S, C]``.
 """
@@ -40,26 +42,26 @@ __all__ = [
     "summarize_epsilon",
 ]
 
-#: Default δ of the "Forget with Precision" audit (§5.1).
+#: Default δ of the "Forget with Precision" audit.
 FWP_DELTA = 0.05
-#: δ of the NeurIPS-2023 challenge metric (§5.2).
+#: δ of the NeurIPS-2023 challenge metric.
 CHALLENGE_DELTA = 1e-5
-#: Largest ε̂ the challenge metric reports (§5.2); perfect separation and peaky distributions map here.
+#: Largest ε̂ the challenge metric reports; perfect separation and peaky distributions map here.
 CHALLENGE_EPSILON_CAP = 50.0
 
-#: Floor on the fitted standard deviations of §5.1 (library decision).
+#: Floor on the fitted standard deviations of the "Forget with Precision" audit (library decision).
 _SIGMA_FLOOR = 1e-12
-#: Added to both rates inside the logarithms of §5.1.
+#: Added to both rates inside the logarithms of the "Forget with Precision" audit.
 _RATE_EPS = 1e-8
-#: Added to both probabilities inside the logarithms of the logit-scaled confidence (§5.2).
+#: Added to both probabilities inside the logarithms of the logit-scaled confidence of the challenge.
 _CONF_EPS = 1e-45
-#: Threshold grid density of §5.2 (thresholds per unit of score).
+#: Threshold grid density of the challenge (thresholds per unit of score).
 _THRESHOLDS_PER_UNIT = 100
-#: Margin of the interval-rule grids of §5.2.
+#: Margin of the interval-rule grids of the challenge.
 _BUFFER = 2.0
-#: Number of left thresholds per right threshold in §5.2: ``ceil(2 * buffer * 100)``.
+#: Number of left thresholds per right threshold in the challenge: ``ceil(2 * buffer * 100)``.
 _NUM_LEFT = 400
-#: Range ratio below which §5.2 declares a distribution peaky and returns the cap.
+#: Range ratio below which the challenge declares a distribution peaky and returns the cap.
 _PEAKY_RATIO = 0.01
 #: Soft limit on the elements of the per-chunk work arrays of :func:`challenge_epsilon`.
 _CHUNK_ELEMENTS = 4_000_000
@@ -71,7 +73,7 @@ _CHUNK_ELEMENTS = 4_000_000
 
 
 def hinge_scores(logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
-    """Hinge score ``z_y - max_{c != y} z_c`` of every model on every example (§5.1).
+    """Hinge score ``z_y - max_{c != y} z_c`` of every model on every example ("Forget with Precision").
 
     Args:
         logits: Logits of shape ``[M, S, C]`` (any leading dimensions before ``[S, C]`` work), ``C >= 2``.
@@ -91,7 +93,7 @@ def hinge_scores(logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
 
 
 def logit_confidence(logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
-    """Logit-scaled confidence ``ln(p_y + 1e-45) - ln(sum_{c != y} p_c + 1e-45)`` of the challenge (§5.2).
+    """Logit-scaled confidence ``ln(p_y + 1e-45) - ln(sum_{c != y} p_c + 1e-45)`` of the challenge.
 
     The logits are promoted to float64 and the largest logit is subtracted before the softmax, as in the official
     ``compute_logit_scaled_confidence`` (which takes the softmax in float64 after exponentiating in the input dtype).
@@ -118,12 +120,12 @@ def logit_confidence(logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# §5.1 "Forget with Precision"
+# "Forget with Precision"
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def per_example_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delta: float = FWP_DELTA) -> np.ndarray:
-    """Per-example ε̂ of "Forget with Precision" (§5.1) from hinge scores of retrained and unlearned models.
+    """Per-example ε̂ of "Forget with Precision" from hinge scores of retrained and unlearned models.
 
     For every example ``s``: fit ``N(mu_R, sigma_R)`` to the ``M`` retrained scores and ``N(mu_U, sigma_U)`` to the
     ``M`` unlearned ones (mean and population standard deviation, sigma floored at ``1e-12``); score all ``2M``
@@ -137,10 +139,15 @@ def per_example_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delt
       ln(FPR + 1e-8))``, a logarithm of a negative number being ignored;
     - ε̂ is the maximum over the surviving thresholds, ``nan`` if none survives. It is not clipped at 0.
 
+    With ``delta = 0`` the values are exactly those of the authors' estimator at its default δ.
+
+    Direction: lower = the unlearned models are harder to tell apart from the retrained ones (more forgotten).
+
     Args:
         retrained: Scores (hinge values, :func:`hinge_scores`) of shape ``[M, S]`` of the ``M`` retrained models.
         unlearned: Scores of shape ``[M, S]`` of the ``M`` unlearned models.
-        delta: The δ of the (ε, δ) bound, in ``(0, 1)``.
+        delta: The δ of the (ε, δ) bound, in ``[0, 1)`` (0.05 in the paper's tables, 0 the default of the
+            authors' estimator).
 
     Returns:
         Float64 ε̂ of shape ``[S]``; ``+inf`` (perfectly separable), ``nan`` (undefined) or finite, possibly
@@ -148,7 +155,7 @@ def per_example_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delt
 
     Raises:
         ValueError: If the arrays are not 2-D of the same shape, ``M < 2``, a score is not finite, or ``delta`` is
-            outside ``(0, 1)``.
+            outside ``[0, 1)``.
     """
     r, u = _score_pair(retrained, unlearned)
     _check_delta(delta)
@@ -193,20 +200,20 @@ def per_example_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delt
 
 
 def epsilon_ceiling(m: int, delta: float = FWP_DELTA) -> float:
-    """Largest finite ε̂ of §5.1 with ``m`` models per group: ``ln(m (1 - delta) - 1)``.
+    """Largest finite ε̂ of :func:`per_example_epsilon` with ``m`` models per group: ``ln(m (1 - delta) - 1)``.
 
     It is reached when one model of each group is misclassified (``FPR = FNR = 1/m``). Examples: 4.3175 for
     ``m = 80``, 3.6109 for ``m = 40``, 3.3810 for ``m = 32`` (δ = 0.05).
 
     Args:
         m: Number of models per group.
-        delta: The δ of the audit, in ``(0, 1)``.
+        delta: The δ of the audit, in ``[0, 1)``.
 
     Returns:
         The ceiling.
 
     Raises:
-        ValueError: If ``delta`` is outside ``(0, 1)`` or ``m (1 - delta) <= 1``.
+        ValueError: If ``delta`` is outside ``[0, 1)`` or ``m (1 - delta) <= 1``.
     """
     _check_delta(delta)
     arg = m * (1 - delta) - 1
@@ -217,7 +224,7 @@ def epsilon_ceiling(m: int, delta: float = FWP_DELTA) -> float:
 
 @dataclass(frozen=True)
 class EpsilonSummary:
-    """Aggregate of per-example ε̂ values of §5.1 (``audit/eps_*``).
+    """Aggregate of per-example ε̂ values of :func:`per_example_epsilon` (``audit/eps_*``).
 
     Attributes:
         median: Median over examples ignoring ``nan``, ``+inf`` included (``audit/eps_median``); ``nan`` if every
@@ -252,18 +259,21 @@ class EpsilonSummary:
 
 
 def summarize_epsilon(eps: npt.ArrayLike, m: int, delta: float = FWP_DELTA) -> EpsilonSummary:
-    """Aggregate per-example ε̂ of §5.1 into the logged statistics.
+    """Aggregate per-example ε̂ of :func:`per_example_epsilon` into the logged statistics.
+
+    Direction: a lower median (and a lower ``+inf`` share) = more forgotten.
 
     Args:
         eps: Per-example ε̂ of shape ``[S]`` from :func:`per_example_epsilon` (``nan`` and ``+inf`` allowed).
         m: Number of models per group the values were computed with.
-        delta: The δ they were computed with.
+        delta: The δ they were computed with, in ``[0, 1)`` (sets the ceiling ``ln(m (1 - delta) - 1)``).
 
     Returns:
         The :class:`EpsilonSummary`.
 
     Raises:
-        ValueError: If ``eps`` is not a non-empty 1-D array, contains ``-inf``, or ``m``/``delta`` are invalid.
+        ValueError: If ``eps`` is not a non-empty 1-D array, contains ``-inf``, ``delta`` is outside ``[0, 1)``
+            or ``m (1 - delta) <= 1``.
     """
     e = _as_float64(eps)
     if e.ndim != 1 or e.size == 0:
@@ -284,12 +294,12 @@ def summarize_epsilon(eps: npt.ArrayLike, m: int, delta: float = FWP_DELTA) -> E
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# §5.2 NeurIPS-2023 challenge
+# NeurIPS-2023 challenge
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def challenge_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delta: float = CHALLENGE_DELTA) -> np.ndarray:
-    """Per-example ε̂ of the NeurIPS-2023 unlearning challenge (§5.2), clipped to ``[0, 50]``.
+    """Per-example ε̂ of the NeurIPS-2023 unlearning challenge, clipped to ``[0, 50]``.
 
     For every example: the retrained group is positive if its median score is strictly greater than the unlearned
     group's (else the unlearned group). If the smaller of the two score ranges is below 1 % of the larger one the
@@ -315,14 +325,14 @@ def challenge_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delta:
     Args:
         retrained: Logit-scaled confidences (:func:`logit_confidence`) of shape ``[N, S]`` of ``N`` retrained models.
         unlearned: Confidences of shape ``[N, S]`` of ``N`` unlearned models.
-        delta: The δ of the (ε, δ) bound, in ``(0, 1)``.
+        delta: The δ of the (ε, δ) bound, in ``[0, 1)``.
 
     Returns:
         Float64 ε̂ of shape ``[S]`` in ``[0, 50]``.
 
     Raises:
         ValueError: If the arrays are not 2-D of the same shape, ``N < 2``, a score is not finite, or ``delta`` is
-            outside ``(0, 1)``.
+            outside ``[0, 1)``.
         RuntimeError: If no rule survives for some example (the official code asserts at least one survives).
     """
     r, u = _score_pair(retrained, unlearned)
@@ -357,7 +367,7 @@ def challenge_epsilon(retrained: npt.ArrayLike, unlearned: npt.ArrayLike, delta:
 
 
 def forget_quality(eps: npt.ArrayLike, n: int) -> float:
-    """Forget quality ``F`` of the challenge (§5.2): mean bucket points of the per-example ε̂.
+    """Forget quality ``F`` of the challenge: mean bucket points of the per-example ε̂.
 
     With ``eps_max = ceil(ln(n - 1))`` (7 for ``n = 512``), bucket ``k`` is ``[0.5 k, 0.5 k + 0.5)`` for
     ``k = 0, 1, ...`` while ``0.5 k + 0.5 <= eps_max``; an example in bucket ``k`` earns ``2^-k`` points and one
@@ -400,7 +410,7 @@ def challenge_score(
     test_acc_unlearned: npt.ArrayLike,
     test_acc_retrained: npt.ArrayLike,
 ) -> float:
-    """Challenge score ``F * (RA_U / RA_R) * (TA_U / TA_R)`` (§5.2, ``audit/challenge_score``).
+    """Challenge score ``F * (RA_U / RA_R) * (TA_U / TA_R)`` (``audit/challenge_score``).
 
     Each accuracy may be a scalar or the per-model accuracies, which are averaged. Higher is better; a perfect
     method scores about 1.
@@ -450,8 +460,13 @@ def _as_float64(x: Any) -> np.ndarray:
 
 
 def _check_delta(delta: float) -> None:
-    if not (isinstance(delta, (int, float, np.floating)) and 0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
+    """Accept ``delta`` in ``[0, 1)`` (0 included: the default of the "Forget with Precision" estimator)."""
+    if (
+        isinstance(delta, bool)
+        or not isinstance(delta, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(delta) < 1.0
+    ):
+        raise ValueError(f"delta must be a number in [0, 1), got {delta!r}")
 
 
 def _score_pair(retrained: Any, unlearned: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,8 @@
-"""Output distances between the unlearned and the retrained model (``metrics.md`` §4)."""
+"""Output distances between the unlearned and the retrained model (``dist/*``)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -10,8 +12,9 @@ from lightning_unlearn.metrics.functional import softmax64
 
 __all__ = ["OutputDistance"]
 
-#: Probabilities are clamped at this value before every logarithm (``metrics.md`` §4, library decision).
-PROB_CLAMP = 1e-12
+#: Natural logarithm of the smallest positive float64, ``ln(2**-1074)``: the logarithm used for a probability that
+#: is exactly 0, so every logarithm stays finite while every positive probability keeps its own logarithm.
+LOG_ZERO_PROB = -1074 * math.log(2.0)
 
 
 class OutputDistance(Metric):
@@ -22,12 +25,21 @@ class OutputDistance(Metric):
 
     - ``"activation_l2"``: mean over samples of ``||p_u - p_r||_2`` (JiT/SSD ``actv_dist``).
     - ``"activation_l1"``: mean over samples of ``||p_u - p_r||_1`` (SCRUB's activation distance).
-    - ``"js"``: the JiT/SSD code's JS divergence, the mean over all ``N * C`` entries of
-      ``1/2 m ln(m / p_u) + 1/2 m ln(m / p_r)`` (PyTorch ``kl_div`` "mean" reduction).
-    - ``"js_std"``: textbook JS, the mean over samples of ``1/2 KL(p_u || m) + 1/2 KL(p_r || m)``.
+    - ``"js"``: the JS divergence as the SSD/JiT code computes it (``JSDiv``, also behind SSD's ZRF
+      ``UnLearningScore = 1 - JSDiv``), the mean over all ``N * C`` entries of
+      ``1/2 m ln(m / p_u) + 1/2 m ln(m / p_r)``, i.e. ``1/2 kl_div(ln p_u, m) + 1/2 kl_div(ln p_r, m)`` with
+      PyTorch's default "mean" reduction. It is ``1/2 KL(m || p_u) + 1/2 KL(m || p_r)`` divided by ``C``, not
+      textbook JS.
+    - ``"js_std"``: textbook JS, the mean over samples of ``1/2 KL(p_u || m) + 1/2 KL(p_r || m)`` (summed over
+      classes).
 
-    Probabilities are clamped at ``1e-12`` before the logarithms; ``0 ln 0 = 0``. Every value is ``nan`` when no
-    sample was seen.
+    Every ``x ln y`` term is computed as in ``torch.xlogy``: 0 when ``x = 0`` (so ``0 ln 0 = 0``), and the
+    logarithms are not clamped, so every probability, however small, enters with its own logarithm and the values
+    equal the peer code's wherever that is finite. With ``inputs="logits"`` the logarithms come from a float64
+    log-softmax and are finite even where the softmax underflows to 0. With ``inputs="probs"`` a probability that
+    is exactly 0 has its logarithm taken as ``ln(2**-1074) = -744.44`` (the smallest positive float64), so the
+    values stay finite where the peer code gives ``inf`` (``m > 0 = p``) or ``nan`` (``m = p = 0``). Every value
+    is ``nan`` when no sample was seen.
 
     Direction: lower = closer to the retrained model (``higher_is_better = False``); the ideal is 0.
 
@@ -59,10 +71,13 @@ class OutputDistance(Metric):
         self.add_state("num_samples", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("num_entries", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def _probs(self, values: Tensor) -> Tensor:
+    def _probs_and_logs(self, values: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Float64 probabilities and their finite natural logarithms on ``device``."""
         if self.inputs == "logits":
-            return softmax64(values)
-        return values.to(torch.float64)
+            log_p = torch.log_softmax(values.to(device=device, dtype=torch.float64), dim=-1)
+            return softmax64(values).to(device), log_p
+        p = values.to(device=device, dtype=torch.float64)
+        return p, _log_prob(p)
 
     def update(self, unlearned: Tensor, retrained: Tensor) -> None:
         """Add one batch of paired outputs of the two models on the same samples.
@@ -80,17 +95,21 @@ class OutputDistance(Metric):
                 f"{tuple(retrained.shape)}"
             )
         device = self.l2_sum.device
-        p_u = self._probs(unlearned).to(device)
-        p_r = self._probs(retrained).to(device)
+        p_u, log_u = self._probs_and_logs(unlearned, device)
+        p_r, log_r = self._probs_and_logs(retrained, device)
         diff = p_u - p_r
         m = (p_u + p_r) / 2
-        log_m = m.clamp_min(PROB_CLAMP).log()
-        log_u = p_u.clamp_min(PROB_CLAMP).log()
-        log_r = p_r.clamp_min(PROB_CLAMP).log()
+        log_m = _log_prob(m)
+        m_log_m = torch.xlogy(m, m)
+        # kl_div(ln p, m) per entry: m ln m - m ln p, with x ln y = 0 at x = 0 (as torch.xlogy).
+        kl_m_u = m_log_m - _times_log(m, log_u)
+        kl_m_r = m_log_m - _times_log(m, log_r)
+        kl_u_m = torch.xlogy(p_u, p_u) - _times_log(p_u, log_m)
+        kl_r_m = torch.xlogy(p_r, p_r) - _times_log(p_r, log_m)
         self.l2_sum += torch.linalg.vector_norm(diff, ord=2, dim=1).sum()
         self.l1_sum += diff.abs().sum()
-        self.js_sum += (0.5 * m * (log_m - log_u) + 0.5 * m * (log_m - log_r)).sum()
-        self.js_std_sum += (0.5 * p_u * (log_u - log_m) + 0.5 * p_r * (log_r - log_m)).sum()
+        self.js_sum += (0.5 * kl_m_u + 0.5 * kl_m_r).sum()
+        self.js_std_sum += (0.5 * kl_u_m + 0.5 * kl_r_m).sum()
         self.num_samples += p_u.shape[0]
         self.num_entries += p_u.numel()
 
@@ -106,3 +125,13 @@ class OutputDistance(Metric):
             "js": self.js_sum / self.num_entries.to(torch.float64),
             "js_std": self.js_std_sum / samples,
         }
+
+
+def _log_prob(p: Tensor) -> Tensor:
+    """``ln p`` where ``p > 0``, ``ln(2**-1074)`` where ``p`` is 0 (see :data:`LOG_ZERO_PROB`)."""
+    return torch.where(p > 0, p.log(), torch.full_like(p, LOG_ZERO_PROB))
+
+
+def _times_log(x: Tensor, log_y: Tensor) -> Tensor:
+    """``x * log_y`` with the ``torch.xlogy`` convention: 0 wherever ``x = 0``."""
+    return torch.where(x == 0, torch.zeros_like(x), x * log_y)

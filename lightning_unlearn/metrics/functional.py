@@ -1,6 +1,6 @@
 """Per-sample features that membership-inference attacks are fitted on.
 
-All functions take float logits (any float dtype) and return float64 values (``metrics.md`` §1: float32 logits are
+All functions take float logits (any float dtype) and return float64 values (float32 logits are
 promoted to float64; natural logarithms; ``0 ln 0 = 0``).
 """
 

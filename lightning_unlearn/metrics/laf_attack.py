@@ -1,10 +1,10 @@
-"""LAF's membership-inference attack: gradient boosting on sorted softmax vectors (``metrics.md`` §3(c)).
+"""LAF's membership-inference attack: gradient boosting on sorted softmax vectors.
 
 Registered attacks (select by name in :class:`~lightning_unlearn.callbacks.MembershipInference`):
 
 * ``"sorted_softmax_gbm"`` -> ``mia/sorted_softmax_gbm_acc``: the LAF protocol's plain accuracy.
 * ``"sorted_softmax_gbm_balanced"`` -> ``mia/sorted_softmax_gbm_balanced_acc``: the same attacker scored on a
-  balanced evaluation set (``laf.md`` Q3, corrected).
+  balanced evaluation set (a correction: the authors' evaluation set is member-heavy when D_f is large).
 * ``"sorted_softmax_gbm_train"`` -> ``mia/sorted_softmax_gbm_train_acc``: the attacker's training accuracy
   (diagnostic).
 """
@@ -135,7 +135,7 @@ def balanced_subset(y: np.ndarray, seed: int = 0) -> np.ndarray:
 class SortedSoftmaxGBM(MembershipAttack):
     """LAF's attack: gradient boosting on the ascending-sorted softmax, logged as ``mia/sorted_softmax_gbm_acc``.
 
-    ``metrics.md`` §3(c), from ShaofeiShen768/LAF (``Train.train_attack_model``, ``Train.attack``). The evaluated
+    As in ShaofeiShen768/LAF (``Train.train_attack_model``, ``Train.attack``). The evaluated
     model is its own shadow model. Feature: ``softmax(logits)`` sorted ascending per row (C numbers, float64).
     Sets: :func:`sorted_softmax_gbm_sets` (members: a seeded subset of D_r of ``min(|D_f|, 5024)``; non-members:
     the first 5024 test samples; evaluation: all of D_f vs the following ``<= 32 ceil(|D_f|/32)`` test samples).
@@ -204,8 +204,8 @@ class SortedSoftmaxGBMBalanced(SortedSoftmaxGBM):
     """:class:`SortedSoftmaxGBM` scored on a balanced evaluation set: ``mia/sorted_softmax_gbm_balanced_acc``.
 
     The larger side of the evaluation set (usually D_f) is subsampled without replacement (seeded) to the size of
-    the smaller (``laf.md`` Q3, corrected). Direction: closer to the retrained model is better; ≈ 0.5 when D_f
-    looks like unseen data.
+    the smaller (a correction of the authors' member-heavy set). Direction: closer to the retrained model is
+    better; ≈ 0.5 when D_f looks like unseen data.
     """
 
     name: ClassVar[str] = "sorted_softmax_gbm_balanced_acc"

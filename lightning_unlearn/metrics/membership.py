@@ -1,4 +1,4 @@
-"""Membership-inference attacks as distributed-correct torchmetrics metrics (``metrics.md`` §3, §7).
+"""Membership-inference attacks as distributed-correct torchmetrics metrics.
 
 Every attack is a :class:`MembershipAttack`: a :class:`~torchmetrics.Metric` whose states are per-sample
 ``feature`` / ``label`` / ``index`` / ``split`` tensors reduced with ``"cat"``. ``compute()`` gathers them from all
@@ -404,7 +404,7 @@ def build_attack(key: str, **kwargs: Any) -> MembershipAttack:
 class EntropyMIA(MembershipAttack):
     """Entropy logistic-regression attack of JiT/SSD (bad-teaching), logged as ``mia/entropy_forget_member_rate``.
 
-    ``metrics.md`` §3(a). Feature: the prediction entropy ``H = -sum_c p_c ln p_c`` of ``p = softmax(logits)``
+    Feature: the prediction entropy ``H = -sum_c p_c ln p_c`` of ``p = softmax(logits)``
     (float64, model in eval mode), one number per sample. Members (label 1): **all** of the retain split D_r.
     Non-members (label 0): **the whole test split** (in class-wise scenarios it still contains the forgotten
     class). Attacker: ``LogisticRegression(C=2.0, class_weight="balanced", solver="lbfgs")`` fitted once on all of

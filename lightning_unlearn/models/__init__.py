@@ -9,6 +9,8 @@ forward_head(forward_features(x))``. Build or load one with :func:`load_classifi
 from lightning_unlearn.models.base import ClassifierBase
 from lightning_unlearn.models.cut import (
     FeatureHeadClassifier,
+    detect_head_name,
+    detect_num_classes,
     extractor_parameters,
     final_linear,
     head_module,
@@ -17,6 +19,7 @@ from lightning_unlearn.models.cut import (
     representation_and_logits,
     resolve_head_name,
 )
+from lightning_unlearn.models.describe import ModelDescription, describe, describe_model
 from lightning_unlearn.models.factory import ARCHITECTURES, build_classifier, export_classifier, load_classifier
 from lightning_unlearn.models.laf import LAFCNN, LAFResNet18
 from lightning_unlearn.models.normalize import Normalize, normalization_stats
@@ -35,11 +38,16 @@ __all__ = [
     "FeatureHeadClassifier",
     "JiTVGG11",
     "LAFResNet18",
+    "ModelDescription",
     "Normalize",
     "RepresentationVAE",
     "ResNet18MaxPool",
     "TinyCNN",
     "build_classifier",
+    "describe",
+    "describe_model",
+    "detect_head_name",
+    "detect_num_classes",
     "export_classifier",
     "extractor_parameters",
     "final_linear",

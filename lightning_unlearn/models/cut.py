@@ -12,19 +12,97 @@ from torch import Tensor, nn
 
 from lightning_unlearn.models.normalize import Normalize
 
+#: Submodule names searched, in order, for the head of a model without ``head_name``: torchvision ResNet /
+#: Inception / GoogLeNet (``fc``), VGG / AlexNet / DenseNet / MobileNet / EfficientNet / ConvNeXt (``classifier``),
+#: ViT / Swin-style and user models (``heads``, ``head``). A container among them resolves to its last child.
+HEAD_CANDIDATES: tuple[str, ...] = ("fc", "classifier", "heads", "head")
 
-def resolve_head_name(model: nn.Module, head_name: str | None = None) -> str:
-    """Return the head name to use for ``model``: ``head_name`` if given, else ``model.head_name``.
+
+def _last_linear_path(module: nn.Module, prefix: str) -> str | None:
+    """Follow the last children of ``module`` through containers; the path of the ``nn.Linear`` reached, if any."""
+    if isinstance(module, nn.Linear):
+        return prefix
+    if isinstance(module, nn.Sequential | nn.ModuleList) and len(module) > 0:
+        name, child = list(module.named_children())[-1]
+        return _last_linear_path(child, f"{prefix}.{name}" if prefix else name)
+    return None
+
+
+def _qualified_name(model: nn.Module, target: nn.Module) -> str | None:
+    for name, module in model.named_modules():
+        if module is target and name:
+            return name
+    return None
+
+
+def detect_head_name(model: nn.Module) -> str:
+    """Find the head (the final classification layer) of a classifier that does not declare ``head_name``.
+
+    Looked for, in order: a ``head_name`` attribute; a timm-style ``get_classifier()`` method (the submodule it
+    returns); a submodule named ``fc``, ``classifier``, ``heads`` or ``head`` that is an ``nn.Linear`` or a
+    container (``nn.Sequential``) ending in one, e.g. ``fc`` (torchvision ResNet), ``classifier.6`` (VGG),
+    ``classifier`` (DenseNet), ``classifier.3`` (MobileNetV3), ``classifier.1`` (EfficientNet), ``classifier.2``
+    (ConvNeXt), ``heads.head`` (ViT); the model itself or its last child when it is (or ends in) an
+    ``nn.Linear``; finally the last direct child that is an ``nn.Linear``.
+
+    Args:
+        model: The classifier.
+
+    Returns:
+        The qualified name of the head submodule (usable with ``model.get_submodule``).
 
     Raises:
-        ValueError: If neither is available or no submodule has that name.
+        ValueError: If nothing matches, saying what was looked for.
     """
-    name = head_name if head_name is not None else getattr(model, "head_name", None)
-    if name is None:
-        raise ValueError(
-            f"{type(model).__name__} has no `head_name` attribute; pass head_name= explicitly (the name of the head "
-            "submodule, e.g. 'fc') or wrap the network in FeatureHeadClassifier(extractor, head)"
-        )
+    declared = getattr(model, "head_name", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        try:
+            found = get_classifier()
+        except Exception:  # noqa: BLE001 - a user method named get_classifier that needs arguments: ignore it
+            found = None
+        if isinstance(found, nn.Module):
+            name = _qualified_name(model, found)
+            if name is not None and any(isinstance(m, nn.Linear) for m in found.modules()):
+                return name
+    children = dict(model.named_children())
+    for candidate in HEAD_CANDIDATES:
+        try:
+            module = model.get_submodule(candidate)
+        except AttributeError:
+            continue
+        path = _last_linear_path(module, candidate)
+        if path is not None:
+            return path
+    if children:
+        name, child = list(children.items())[-1]
+        path = _last_linear_path(child, name)
+        if path is not None:
+            return path
+        linears = [n for n, c in children.items() if isinstance(c, nn.Linear)]
+        if linears:
+            return linears[-1]
+    raise ValueError(
+        f"cannot find the classifier head of {type(model).__name__}: looked for a `head_name` attribute, a "
+        f"get_classifier() method, a submodule {' / '.join(HEAD_CANDIDATES)} that is (or ends in) an nn.Linear, "
+        f"and a last nn.Linear child (its direct children are {list(children)}); pass head_name= (the qualified "
+        "name of the final layer, e.g. 'fc' or 'classifier.6'), set model.head_name, or wrap the network in "
+        "FeatureHeadClassifier(extractor, head)"
+    )
+
+
+def resolve_head_name(model: nn.Module, head_name: str | None = None) -> str:
+    """Return the head name to use for ``model``: ``head_name`` if given, else the detected one.
+
+    Detection (:func:`detect_head_name`) reads ``model.head_name`` first, so the built-in classifiers keep
+    their declared head; other networks (torchvision, timm, user models) get their final linear layer.
+
+    Raises:
+        ValueError: If no head is given or found, or no submodule has that name.
+    """
+    name = head_name if head_name is not None else detect_head_name(model)
     if not isinstance(name, str) or not name:
         raise ValueError(f"head_name must be a non-empty submodule name, got {name!r}")
     try:
@@ -37,6 +115,34 @@ def resolve_head_name(model: nn.Module, head_name: str | None = None) -> str:
     return name
 
 
+def detect_num_classes(model: nn.Module, head_name: str | None = None) -> int:
+    """Return the number of classes of a classifier.
+
+    ``model.num_classes`` when it is an integer ``>= 2``, else the ``out_features`` of the final linear layer
+    (the last ``nn.Linear`` of the head, see :func:`resolve_head_name`).
+
+    Args:
+        model: The classifier.
+        head_name: Name of the head submodule; ``None`` detects it.
+
+    Raises:
+        ValueError: If neither gives an integer ``>= 2``, saying what was looked for.
+    """
+    classes = getattr(model, "num_classes", None)
+    if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2:
+        return classes
+    try:
+        classes = final_linear(model, head_name).out_features
+    except ValueError as err:
+        raise ValueError(
+            f"cannot tell the number of classes of {type(model).__name__}: it has no `num_classes` attribute "
+            f"(>= 2) and {err}; pass num_classes= explicitly"
+        ) from None
+    if classes < 2:
+        raise ValueError(f"the final linear layer of {type(model).__name__} has {classes} output(s); need >= 2")
+    return int(classes)
+
+
 def head_module(model: nn.Module, head_name: str | None = None) -> nn.Module:
     """Return the head submodule of ``model`` (see :func:`resolve_head_name`)."""
     return model.get_submodule(resolve_head_name(model, head_name))
@@ -47,7 +153,7 @@ def head_parameters(model: nn.Module, head_name: str | None = None) -> list[nn.P
 
     Args:
         model: The classifier.
-        head_name: Name of the head submodule; defaults to ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (``model.head_name`` first).
 
     Raises:
         ValueError: If the head cannot be resolved.
@@ -61,7 +167,7 @@ def extractor_parameters(model: nn.Module, head_name: str | None = None) -> list
 
     Args:
         model: The classifier.
-        head_name: Name of the head submodule; defaults to ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (``model.head_name`` first).
 
     Raises:
         ValueError: If the head cannot be resolved.
@@ -75,7 +181,7 @@ def final_linear(model: nn.Module, head_name: str | None = None) -> nn.Linear:
 
     Args:
         model: The classifier.
-        head_name: Name of the head submodule; defaults to ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (``model.head_name`` first).
 
     Raises:
         ValueError: If the head cannot be resolved or contains no ``nn.Linear``.
@@ -97,7 +203,7 @@ def representation_and_logits(model: nn.Module, x: Tensor, head_name: str | None
     Args:
         model: The classifier.
         x: Input batch.
-        head_name: Name of the head submodule; defaults to ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (``model.head_name`` first).
 
     Raises:
         ValueError: If the head cannot be resolved or is not called exactly once with one tensor argument.
@@ -129,7 +235,7 @@ def representation(model: nn.Module, x: Tensor, head_name: str | None = None) ->
     Args:
         model: The classifier.
         x: Input batch.
-        head_name: Name of the head submodule; defaults to ``model.head_name``.
+        head_name: Name of the head submodule; ``None`` detects it (``model.head_name`` first).
 
     Raises:
         ValueError: If the head cannot be resolved or is not called exactly once.

@@ -103,7 +103,7 @@ def load_classifier(
           class_path: lightning_unlearn.models.load_classifier
           init_args: {arch: cifar_resnet18, num_classes: 10, ckpt_path: original.ckpt}
 
-    Loading (``models.md`` §4):
+    Loading:
 
     1. ``torch.load(ckpt_path, map_location="cpu", weights_only=True)``; anything that needs arbitrary code to
        unpickle is refused. A ``state_dict`` entry is used when present.

@@ -1,4 +1,4 @@
-"""The representation VAE of LAF (Shen et al., "Label-Agnostic Forgetting", ICLR 2024; ``laf.md`` §3.1)."""
+"""The representation VAE of LAF (Shen et al., "Label-Agnostic Forgetting", ICLR 2024)."""
 
 from __future__ import annotations
 
