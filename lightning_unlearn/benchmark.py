@@ -593,7 +593,8 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
         fig.legend(
             list(seen.values()),
             list(seen),
-            loc="lower center",
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),  # below the axes and their labels; savefig's tight box keeps it
             ncol=min(3 * columns, len(seen)),
             fontsize=9,
             frameon=False,
@@ -604,8 +605,7 @@ def _plots(groups: Mapping[str, Mapping[str, list[dict[str, Any]]]], out: Path) 
             else "Cost vs average gap to retraining (mean over seeds)"
         )
         fig.suptitle(title, fontsize=14)
-        legend_rows = math.ceil(len(seen) / (3 * columns))
-        fig.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows / rows, 1, 0.97))
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         fig.savefig(out / f"{kind}.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
 

@@ -240,6 +240,7 @@ def test_console_scripts_exit_zero_after_a_successful_run(tmp_path, monkeypatch)
         "lightning-unlearn": "lightning_unlearn.main:run",
         "lightning-unlearn-audit": "lightning_unlearn.privacy_audit:main",
         "lightning-unlearn-benchmark": "lightning_unlearn.benchmark:main",
+        "lightning-unlearn-tune": "lightning_unlearn.tune:main",
     }
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))

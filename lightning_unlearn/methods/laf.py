@@ -133,6 +133,11 @@ class LAF(MultiStageUnlearningMethod):
     parameter outside it. The teacher is a frozen deep copy of the model, registered as ``teacher`` so
     checkpoints keep the original model. Optimisers in order: ``[vae_all, vae_forget, ue, ra, (repair)]``.
 
+    Budget: the unlearning stage's budget is optimiser steps, ``U * ceil(|forget| / batch_size)`` pairs of steps,
+    so the datamodule's ``batch_size`` is part of the setting: the same epochs at batch 128 instead of the
+    authors' 32 take a quarter of the steps (on the embedded digits, class removal: 80 instead of 260 steps, and
+    the digit stays recognised). Change epochs and batch size together.
+
     Logged (per step and as unweighted epoch means): ``laf/stage``, ``laf/vae_all_{loss,recon,kl}``,
     ``laf/vae_forget_{loss,recon,kl}``, ``laf/ue_loss``, ``laf/ue_retain_term``, ``laf/ue_forget_term``,
     ``laf/ra_loss``, ``laf/ra_align_term``, ``laf/ra_repel_term``, ``laf/repair_loss``.

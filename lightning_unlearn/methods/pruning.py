@@ -31,7 +31,13 @@ from lightning_unlearn.models.cut import final_linear
 
 
 class _PruningBase(_PrecisionMultiStage):
-    """Overfit copies, reset the least-changed weights of eligible tensors, finetune on the retain set."""
+    """Overfit copies, reset the least-changed weights of eligible tensors, finetune on the retain set.
+
+    Budget: each stage's budget is optimiser steps, ``epochs * ceil(|split| / batch_size)`` for the stage's split
+    (the forget set while overfitting, the retain set while finetuning), so the datamodule's ``batch_size`` is
+    part of the setting: a larger batch takes fewer steps in the same epochs. ``cost/optimizer_steps`` reports
+    what a run took.
+    """
 
     copy_names: tuple[str, ...] = ("copy_forget",)
     copy_forget: nn.Module | None
