@@ -241,6 +241,12 @@ def test_every_method_rejects_bad_values_naming_the_parameter(cls, name, value):
         cls(tiny_model(), **kwargs, **{name: value})
 
 
+#: Parameters whose 0 is a meaningful setting, although other methods' same-named knob must be > 0: SCRUB's
+#: ``alpha`` weighs the distillation term of its min-steps (0: cross-entropy only) and L1Sparse's ``alpha`` is the
+#: l1 strength (0: plain finetuning). For these, a negative value is the one that must be refused.
+ZERO_ALLOWED = {("SCRUB", "alpha"), ("L1Sparse", "alpha")}
+
+
 def _range_cases() -> list[Any]:
     """Values of the right type outside the documented range: zero learning rates, fractions outside (0, 1)."""
     rules: dict[str, list[float]] = {
@@ -265,6 +271,8 @@ def _range_cases() -> list[Any]:
             is_float = float in _union_members(hints.get(name))
             is_lr = is_float and (name == "lr" or name.endswith("_lr") or name.startswith("lr_"))
             values = [0.0] if is_lr and name != "retain_overfit_lr" else rules.get(name, [])
+            if (cls.__name__, name) in ZERO_ALLOWED:
+                values = [-1.0 if v == 0.0 else v for v in values]
             for value in values:
                 cases.append(pytest.param(cls, name, value, id=f"{cls.__name__}.{name}={value!r}"))
     return cases
