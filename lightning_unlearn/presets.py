@@ -47,9 +47,7 @@ def config_path(name: str | Path) -> Path:
     names = shipped_configs()
     close = difflib.get_close_matches(text, names, n=5, cutoff=0.4)
     hint = f"; closest: {', '.join(close)}" if close else ""
-    raise ValueError(
-        f"no shipped config named {str(name)!r}{hint}. List them with `lightning-unlearn configs list`."
-    )
+    raise ValueError(f"no shipped config named {str(name)!r}{hint}. List them with `lightning-unlearn configs list`.")
 
 
 def resolve_config_args(args: Sequence[str]) -> list[str]:
