@@ -1,8 +1,7 @@
 """``lightning-unlearn-audit``: per-example privacy audit of an unlearning method across many models.
 
 Trains ``M`` retrained models (from scratch on the retain set, training seeds ``0 .. M-1``) and ``M`` models of the
-audited *subject* on the same split, evaluates every model on every forget example, and computes (``metrics.md``
-§5):
+audited *subject* on the same split, evaluates every model on every forget example, and computes:
 
 - the per-example ε̂ of "Forget with Precision" (hinge scores, Gaussian fits, likelihood-ratio thresholds,
   δ = 0.05 by default): ``audit/eps_median`` (lower = more forgotten), ``audit/eps_inf_frac``,
