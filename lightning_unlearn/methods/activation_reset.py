@@ -18,6 +18,7 @@ from lightning_unlearn.methods.base import (
     check_choice,
     check_integer,
 )
+from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.precision_common import (
     ACTRESET_SEED_OFFSET,
     PrecisionStage,
@@ -260,6 +261,11 @@ class ActivationReset(_PrecisionMultiStage):
         self._log_value("actreset/channels_reset", reset)
         self._log_value("actreset/channels_total", total)
         self._log_value("actreset/channel_fraction", reset / max(1, total))
+        if reset == 0:
+            if self.hparams["reset_head"]:
+                warn_no_effect(self, f"flagged 0 of {total} channels", "only the head is redrawn")
+            else:
+                warn_no_effect(self, f"flagged 0 of {total} channels")
         head_reset = bool(self.hparams["reset_head"])
         if head_reset:
             weight = final_linear(self.model, self.head_name).weight

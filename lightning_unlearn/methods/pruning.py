@@ -15,6 +15,7 @@ from lightning_unlearn.methods.base import (
     check_integer,
     check_positive,
 )
+from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.precision_common import (
     PRUNE_SEED_OFFSET,
     PrecisionStage,
@@ -121,6 +122,8 @@ class _PruningBase(_PrecisionMultiStage):
         self._log_value("prune/reset_count", reset)
         self._log_value("prune/eligible_count", total)
         self._log_value("prune/reset_fraction", reset / max(1, total))
+        if reset == 0:
+            warn_no_effect(self, f"reset 0 of {total} eligible weights")
 
 
 class Pruning(_PruningBase):
