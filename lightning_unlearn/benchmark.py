@@ -32,6 +32,7 @@ from rich.table import Table
 
 from lightning_unlearn.jobs import Job, cli_fit, default_workers, import_class, run_jobs, takes_seed
 from lightning_unlearn.presets import CONFIG_ROOT
+from lightning_unlearn.problem import UserProblem, compose, compose_oracle, load_spec, preset_scenario
 
 __all__ = ["BENCHMARK_SETTINGS", "PRESETS", "SCENARIOS", "load_preset", "main", "preset_methods", "run_benchmark"]
 
@@ -148,6 +149,7 @@ class RunSpec:
     cache_dir: str | None
     recipe_epochs: int | None
     presets: str | None = None
+    problem: UserProblem | None = None
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -167,6 +169,8 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
     from lightning_unlearn.pretrained import RECIPES
 
     config = load_preset(spec.method, spec.scenario, spec.presets)
+    if spec.problem is not None:
+        return _user_run_config(config, spec, spec.problem, oracle)
     recipe = RECIPES[spec.recipe]
     datamodule = recipe.datamodule()
     channels, height, width = datamodule.input_shape
@@ -179,11 +183,7 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
     if takes_seed(import_class(model["class_path"])):
         init_args["seed"] = spec.seed
     callbacks = [
-        {"class_path": "lightning_unlearn.callbacks.ForgettingMetrics", "init_args": {"log_initial": False}},
-        {
-            "class_path": "lightning_unlearn.callbacks.MembershipInference",
-            "init_args": {"attacks": list(ATTACKS), "log_initial": False},
-        },
+        *_metric_callbacks(),
         {
             "class_path": "lightning_unlearn.callbacks.RetrainComparison",
             "init_args": {
@@ -214,6 +214,70 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
     if spec.recipe != PRESETS.name:  # the presets' settings on another embedded dataset
         data["class_path"] = f"{recipe.datamodule.__module__}.{recipe.datamodule.__name__}"
     return config
+
+
+def _user_run_config(config: dict[str, Any], spec: RunSpec, problem: UserProblem, oracle: Path) -> dict[str, Any]:
+    """A preset on the user's classifier and data (:func:`~lightning_unlearn.problem.compose`), same settings."""
+    from lightning_unlearn.callbacks.cost import read_reference_time
+
+    config = compose(config, problem.classifier, problem.data_for(spec.scenario))
+    if takes_seed(import_class(config["model"]["class_path"])):
+        config["model"]["init_args"]["seed"] = spec.seed
+    cost: dict[str, Any] = {"class_path": "lightning_unlearn.callbacks.UnlearningCost"}
+    try:  # the time ratio when the oracle's run time is recorded beside it (an --oracle-config oracle)
+        read_reference_time(oracle)
+        cost["init_args"] = {"reference_ckpt": str(oracle)}
+    except (FileNotFoundError, ValueError):
+        pass
+    trainer = config.setdefault("trainer", {})
+    trainer.pop("logger", None)
+    trainer.update(
+        {
+            "accelerator": "cpu",
+            "devices": 1,
+            "check_val_every_n_epoch": _NEVER,
+            "num_sanity_val_steps": 0,
+            "callbacks": [
+                *_metric_callbacks(),
+                {
+                    "class_path": "lightning_unlearn.callbacks.RetrainComparison",
+                    "init_args": {
+                        "reference_model": problem.classifier,
+                        "reference_ckpt": str(oracle),
+                        "log_initial": False,
+                    },
+                },
+                cost,
+            ],
+        }
+    )
+    config["seed_everything"] = spec.seed
+    config["data"]["init_args"]["shuffle_seed"] = spec.seed
+    return config
+
+
+def _metric_callbacks() -> list[dict[str, Any]]:
+    """The accuracy and membership-inference callbacks of every benchmark run (final evaluation only)."""
+    return [
+        {"class_path": "lightning_unlearn.callbacks.ForgettingMetrics", "init_args": {"log_initial": False}},
+        {
+            "class_path": "lightning_unlearn.callbacks.MembershipInference",
+            "init_args": {"attacks": list(ATTACKS), "log_initial": False},
+        },
+    ]
+
+
+def oracle_job(problem: UserProblem, scenario: str, run_dir: Path) -> None:
+    """Train the user's retrain oracle of ``scenario`` once (``run_dir/classifier.pt``, its time in cost.json)."""
+    source = yaml.safe_load(Path(str(problem.oracle_config)).read_text()) or {}
+    config = compose_oracle(source, problem.classifier, problem.data_for(scenario))
+    trainer = config.setdefault("trainer", {})
+    trainer.pop("logger", None)
+    trainer["callbacks"] = []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "oracle.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    cli_fit([str(path)], [], run_dir)
 
 
 # ---------------------------------------------------------------------------------------------- one run (worker)
@@ -275,11 +339,17 @@ def run_benchmark(
     recipe_epochs: int | None = None,
     console: Console | None = None,
     presets: str | Path | None = None,
+    problem: UserProblem | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark and write its outputs; returns the per-run records.
 
     Each method runs on the scenarios it has a preset for (``<presets>/<scenario>/<method>.yaml``; default the
     shipped :data:`PRESETS`); a named method without a preset on a chosen scenario is reported and skipped.
+
+    With ``problem`` the presets run on the user's classifier and data instead of the embedded dataset
+    (:mod:`lightning_unlearn.problem`): its scenarios are the runs' (``scenarios`` is ignored), its oracle is the
+    given checkpoint or is trained once per scenario from its ``oracle_config`` (cached under
+    ``<out>/oracles/``), and ``recipe`` / ``recipe_epochs`` are unused.
 
     Raises:
         ValueError: On an unknown method, scenario or recipe, or ``seeds < 1``.
@@ -287,6 +357,8 @@ def run_benchmark(
     from lightning_unlearn.pretrained import RECIPES, pretrained_checkpoint
 
     console = console or Console()
+    if problem is not None:
+        scenarios = list(problem.scenarios)
     scenarios = list(scenarios) if scenarios else list(SCENARIOS)
     for name in scenarios:
         if name not in SCENARIOS:
@@ -307,7 +379,7 @@ def run_benchmark(
     # 1. originals and oracles, once per scenario (cached across benchmarks)
     models: dict[tuple[str, str], Path] = {}
     pre_jobs: list[Job] = []
-    for scenario in scenarios:
+    for scenario in scenarios if problem is None else ():
         for mode in ("pretrain", "retrain"):
             path = pretrained_checkpoint(
                 recipe, mode, _scenario_object(scenario), 0, None, recipe_epochs, cache_dir, False, train=False
@@ -323,8 +395,20 @@ def run_benchmark(
                         out / "logs" / f"{mode}_{scenario}.log",
                     )
                 )
+    for scenario in scenarios:
+        if problem is None:
+            break
+        if problem.oracle is not None:
+            models[(scenario, "retrain")] = Path(problem.oracle)
+            continue
+        run_dir = out / "oracles" / f"{scenario}-{problem.oracle_key(scenario)}"
+        models[(scenario, "retrain")] = run_dir / "classifier.pt"
+        pre_jobs.append(
+            Job(f"oracle_{scenario}", run_dir / "classifier.pt", oracle_job, (problem, scenario, run_dir), None)
+        )
     console.print(
-        f"Benchmark: {len(methods)} methods x {len(scenarios)} scenarios x {seeds} seeds on {recipe}, "
+        f"Benchmark: {len(methods)} methods x {len(scenarios)} scenarios x {seeds} seeds on "
+        f"{recipe if problem is None else problem.name}, "
         f"{n_workers} worker(s); results in {out}"
     )
     run_jobs(pre_jobs, workers=n_workers, description="original and retrained models", console=console)
@@ -346,7 +430,7 @@ def run_benchmark(
             if not preset_path(method, scenario, presets).is_file():
                 continue
             for seed in range(seeds):
-                spec = RunSpec(method, scenario, seed, recipe, cache_dir, recipe_epochs, presets_arg)
+                spec = RunSpec(method, scenario, seed, recipe, cache_dir, recipe_epochs, presets_arg, problem)
                 run_dir = out / "runs" / method / scenario / f"seed{seed}"
                 jobs.append(
                     Job(
@@ -615,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``lightning-unlearn-benchmark`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="lightning-unlearn-benchmark",
-        description="Run unlearning methods on scenarios of an embedded dataset against the retrain oracle.",
+        description="Run unlearning methods on scenarios of an embedded dataset, or on your own classifier and data, "
+        "against the retrain oracle.",
     )
     parser.add_argument("--methods", nargs="+", default=None, help="method presets to run (default: all)")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=None, help="default: all")
@@ -635,7 +720,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run the jobs as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
     )
+    own = parser.add_argument_group(
+        "your own problem",
+        "run the presets on your classifier and data instead of the embedded dataset (method settings stay the "
+        "presets'; your data's scenario, or each of --scenarios, is run)",
+    )
+    own.add_argument("--classifier", default=None, help="YAML spec of the original classifier (class_path, init_args)")
+    own.add_argument("--data", default=None, help="YAML spec of the datamodule, its scenario included")
+    own.add_argument("--oracle", default=None, help="weights of the retrain oracle (one scenario)")
+    own.add_argument(
+        "--oracle-config", default=None, help="fit config that retrains the oracle (trained once, cached in --out)"
+    )
     return parser
+
+
+def problem_from_args(ns: argparse.Namespace) -> UserProblem | None:
+    """The user's problem of ``--classifier`` / ``--data`` / ``--oracle[-config]``, or ``None`` without them.
+
+    Raises:
+        ValueError: If only one of ``--classifier`` and ``--data`` is given, or the oracle is missing.
+        FileNotFoundError: If a named file does not exist.
+    """
+    if ns.classifier is None and ns.data is None:
+        if ns.oracle is not None or ns.oracle_config is not None:
+            raise ValueError("--oracle / --oracle-config go with --classifier and --data")
+        return None
+    if ns.classifier is None or ns.data is None:
+        raise ValueError("your own problem needs both --classifier FILE and --data FILE")
+    classifier, data = load_spec(ns.classifier, "model"), load_spec(ns.data, "data")
+    if ns.scenarios:
+        scenarios = {name: SCENARIOS[name] for name in ns.scenarios}
+    else:
+        scenarios = {preset_scenario(data): data["init_args"]["scenario"]}
+    return UserProblem(classifier, data, scenarios, ns.oracle, ns.oracle_config, Path(ns.data).stem)
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -645,6 +762,7 @@ def main(args: Sequence[str] | None = None) -> None:
     from lightning_unlearn.jobs import engine_from_address
 
     try:
+        problem = problem_from_args(ns)
         with engine_from_address(ns.ray_address):
             run_benchmark(
                 methods=ns.methods,
@@ -656,9 +774,10 @@ def main(args: Sequence[str] | None = None) -> None:
                 cache_dir=ns.cache_dir,
                 recipe_epochs=ns.recipe_epochs,
                 presets=ns.presets,
+                problem=problem,
             )
 
-    except ValueError as error:  # a bad method / scenario / preset: one line, exit status 2
+    except (ValueError, FileNotFoundError) as error:  # a bad method / scenario / preset / file: one line, exit 2
         parser.error(str(error))
 
 

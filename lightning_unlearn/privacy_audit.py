@@ -195,6 +195,21 @@ def _config_datamodule(configs: Sequence[str]) -> tuple[Any, bool]:
     return cli.datamodule, takes_seed(type(cli.model))
 
 
+def _method_takes_seed(configs: Sequence[str]) -> bool:
+    """Whether the method of the composed config files (the last ``model.class_path``) takes a ``seed`` argument."""
+    import yaml
+
+    from lightning_unlearn.jobs import import_class
+    from lightning_unlearn.presets import config_path
+
+    class_path = None
+    for config in configs:
+        path = Path(config) if Path(config).is_file() else config_path(config)
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        class_path = model.get("class_path", class_path)
+    return class_path is not None and takes_seed(import_class(class_path))
+
+
 # ---------------------------------------------------------------------------------------------- the audit
 def run_audit(
     subject: str = "original",
@@ -247,7 +262,11 @@ def run_audit(
     setup = AuditSetup(eval_path, recipe_name, datamodule.scenario, int(datamodule.seed), epochs, cache_dir, bn_mode)
 
     if retrain_configs:
-        retrain = ModelSource("config", configs=tuple(str(c) for c in retrain_configs))
+        retrain = ModelSource(
+            "config",
+            configs=tuple(str(c) for c in retrain_configs),
+            seed_argument=_method_takes_seed(retrain_configs),  # RetrainOracle: a fresh initialisation per model
+        )
     elif recipe_name is not None:
         retrain = ModelSource("recipe", mode="retrain")
     else:
@@ -456,15 +475,71 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train the models as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
     )
+    own = parser.add_argument_group(
+        "your own problem",
+        "audit a shipped method preset on your classifier and data (with --retrain-config: how to retrain)",
+    )
+    own.add_argument("--method", default=None, help="shipped preset to audit, e.g. ssd (its scenario's folder)")
+    own.add_argument("--classifier", default=None, help="YAML spec of the original classifier (class_path, init_args)")
+    own.add_argument("--data", default=None, help="YAML spec of the datamodule, its scenario included")
     return parser
+
+
+def user_configs(ns: argparse.Namespace, out: Path) -> tuple[list[str], list[str]]:
+    """The method and retrain configs of ``--method`` / ``--classifier`` / ``--data`` (written into ``out``).
+
+    The shipped preset of ``--method`` for the data's scenario kind runs with the user's classifier and data
+    substituted (:func:`~lightning_unlearn.problem.compose`); every ``--retrain-config`` is composed the same way
+    on the retain set.
+
+    Raises:
+        ValueError: If one of the three options or ``--retrain-config`` is missing, or ``--config`` is also given.
+    """
+    import yaml
+
+    from lightning_unlearn.benchmark import load_preset
+    from lightning_unlearn.problem import compose, compose_oracle, load_spec, preset_scenario
+
+    if ns.method is None or ns.classifier is None or ns.data is None:
+        raise ValueError("an audit of your own problem needs --method, --classifier and --data together")
+    if ns.config:
+        raise ValueError("--method builds the method's config: do not also give --config")
+    if not ns.retrain_config:
+        raise ValueError("an audit of your own problem needs --retrain-config (how to retrain your classifier)")
+    classifier, data = load_spec(ns.classifier, "model"), load_spec(ns.data, "data")
+    method = compose(load_preset(ns.method, preset_scenario(data)), classifier, data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "method.yaml").write_text(yaml.safe_dump(method, sort_keys=False))
+    retrain: dict[str, Any] = {}
+    for path in ns.retrain_config:
+        retrain = _merge(retrain, yaml.safe_load(Path(path).read_text()) or {})
+    (out / "retrain.yaml").write_text(yaml.safe_dump(compose_oracle(retrain, classifier, data), sort_keys=False))
+    return [str(out / "method.yaml")], [str(out / "retrain.yaml")]
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` laid over ``base`` key by key (nested mappings merged), as repeated ``--config`` files compose."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-unlearn-audit``."""
-    ns = build_parser().parse_args(args)
-    subject = ns.subject or ("method" if ns.config else "original")
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    subject = ns.subject or ("method" if ns.config or ns.method else "original")
     from lightning_unlearn.jobs import engine_from_address
 
+    if ns.method is not None or ns.classifier is not None or ns.data is not None:
+        try:
+            ns.config, ns.retrain_config = user_configs(ns, Path(ns.out or f"audits/{subject}"))
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
     with engine_from_address(ns.ray_address):
         _audit(ns, subject)
 

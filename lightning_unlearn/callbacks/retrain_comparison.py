@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from lightning_unlearn.callbacks.base import SplitMetricsCallback
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
 from lightning_unlearn.metrics.attacks import SVCConfidenceMIA
 from lightning_unlearn.metrics.distances import OutputDistance
-from lightning_unlearn.models.factory import load_classifier
+from lightning_unlearn.models.factory import load_classifier, load_weights
 
 __all__ = ["RetrainComparison"]
 
@@ -27,11 +28,15 @@ _SVC = f"mia/{SVCConfidenceMIA.name}"
 class RetrainComparison(SplitMetricsCallback):
     """Compares the unlearned model with a retrain oracle loaded from ``reference_ckpt``.
 
-    The oracle is built with :func:`~lightning_unlearn.models.load_classifier` (``torch.load(weights_only=True)``;
-    a raw state dict as written by :func:`~lightning_unlearn.models.export_classifier`, or a Lightning checkpoint)
-    once, on first use, then moved to the module's device, put in eval mode and frozen. It is held by the callback,
-    not the module, so it is not trained, not saved in checkpoints and not wrapped by DDP. At every evaluation it
-    runs beside the unlearned model on the same inputs (``batch[0]`` of each ``(x, y, index)`` batch).
+    The oracle is built with :func:`~lightning_unlearn.models.load_classifier` from ``arch`` / ``num_classes``, or,
+    for your own architecture, by loading the checkpoint into a copy of ``reference_model`` (any ``nn.Module`` of
+    the classifier's architecture, e.g. the same YAML spec as the method's ``model``; see
+    :func:`~lightning_unlearn.models.load_weights`). Either way the file is read with
+    ``torch.load(weights_only=True)`` (a raw state dict as written by
+    :func:`~lightning_unlearn.models.export_classifier`, or a Lightning checkpoint) once, on first use, then
+    moved to the module's device, put in eval mode and frozen. It is held by the callback, not the module, so it
+    is not trained, not saved in checkpoints and not wrapped by DDP. At every evaluation it runs beside the
+    unlearned model on the same inputs (``batch[0]`` of each ``(x, y, index)`` batch).
 
     Logged names (all lower = closer to the retrained model, ideal 0):
 
@@ -51,7 +56,8 @@ class RetrainComparison(SplitMetricsCallback):
     - ``dist/activation_l2``, ``dist/activation_l1``, ``dist/js``, ``dist/js_std``: softmax-output distances on the
       ``forget`` split (:class:`~lightning_unlearn.metrics.OutputDistance`).
     - ``dist/zrf``: ZRF score, ``1 - JS`` (the code form of ``dist/js``) between the unlearned model and a randomly
-      initialised model of the same architecture (seeded with ``zrf_seed``), on the forget-class test samples
+      initialised model of the same architecture (seeded with ``zrf_seed``; with ``reference_model``, a copy whose
+      submodules' ``reset_parameters`` ran), on the forget-class test samples
       (``test_forget``) when the datamodule provides them (class scenarios) and on ``forget`` otherwise. Closer to
       the retrained model's value is better (the value is the unlearned model's; the oracle's is not computed).
 
@@ -60,9 +66,10 @@ class RetrainComparison(SplitMetricsCallback):
     and N processes log the same values.
 
     Args:
-        arch: Architecture id of the oracle (see :data:`~lightning_unlearn.models.ARCHITECTURES`).
-        num_classes: Number of classes.
-        reference_ckpt: Path of the retrain oracle's weights.
+        arch: Architecture id of the oracle (see :data:`~lightning_unlearn.models.ARCHITECTURES`); not needed with
+            ``reference_model``.
+        num_classes: Number of classes (with ``arch``).
+        reference_ckpt: Path of the retrain oracle's weights (required).
         in_channels: Input channels passed to ``load_classifier`` (``None`` = the architecture's default).
         input_size: Input size passed to ``load_classifier`` (only for architectures that need it).
         log_initial: Evaluate and log once before unlearning starts.
@@ -70,8 +77,12 @@ class RetrainComparison(SplitMetricsCallback):
         svc_gap: Also compute the MIA-efficacy gap (one SVC fit per evaluation, plus one for the oracle).
         zrf_seed: Seed of the random model of ``dist/zrf``; ``None`` turns ``dist/zrf`` off.
         evaluate_at_end: Evaluate the final model when training ends if it was not evaluated after its last step.
+        reference_model: The oracle's architecture as a module (its own weights are replaced by the checkpoint's;
+            the module passed is not modified).
 
     Raises:
+        ValueError: If ``reference_ckpt`` is missing, or neither ``reference_model`` nor ``arch`` and
+            ``num_classes`` are given.
         ValueError: From ``load_classifier`` on an unusable checkpoint, or, when evaluating, if the datamodule has no
             ``forget`` split.
         FileNotFoundError: If ``reference_ckpt`` does not exist.
@@ -79,9 +90,9 @@ class RetrainComparison(SplitMetricsCallback):
 
     def __init__(
         self,
-        arch: str,
-        num_classes: int,
-        reference_ckpt: str,
+        arch: str | None = None,
+        num_classes: int | None = None,
+        reference_ckpt: str | None = None,
         in_channels: int | None = None,
         input_size: int | None = None,
         log_initial: bool = True,
@@ -89,8 +100,16 @@ class RetrainComparison(SplitMetricsCallback):
         svc_gap: bool = True,
         zrf_seed: int | None = 0,
         evaluate_at_end: bool = True,
+        reference_model: nn.Module | None = None,
     ) -> None:
+        if not reference_ckpt:
+            raise ValueError("RetrainComparison needs reference_ckpt, the retrain oracle's weights")
+        if reference_model is None and (arch is None or num_classes is None):
+            raise ValueError(
+                "RetrainComparison needs the oracle's architecture: reference_model (a module) or arch and num_classes"
+            )
         super().__init__(log_initial=log_initial, every_n_epochs=every_n_epochs, evaluate_at_end=evaluate_at_end)
+        self.reference_model = reference_model
         self.svc_gap = svc_gap
         self.zrf_seed = zrf_seed
         self.arch = arch
@@ -122,13 +141,16 @@ class RetrainComparison(SplitMetricsCallback):
 
     def _load_reference(self) -> nn.Module:
         if self._reference is None:
-            model = load_classifier(
-                self.arch,
-                self.num_classes,
-                self.reference_ckpt,
-                in_channels=self.in_channels,
-                input_size=self.input_size,
-            )
+            if self.reference_model is not None:
+                model = load_weights(copy.deepcopy(self.reference_model), str(self.reference_ckpt))
+            else:
+                model = load_classifier(
+                    str(self.arch),
+                    int(self.num_classes or 0),
+                    self.reference_ckpt,
+                    in_channels=self.in_channels,
+                    input_size=self.input_size,
+                )
             model.eval()
             model.requires_grad_(False)
             self._reference = model
@@ -138,9 +160,19 @@ class RetrainComparison(SplitMetricsCallback):
         if self._random is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(self.zrf_seed or 0))
-                model = load_classifier(
-                    self.arch, self.num_classes, in_channels=self.in_channels, input_size=self.input_size
-                )
+                if self.reference_model is not None:
+                    model = copy.deepcopy(self.reference_model)
+                    for module in model.modules():
+                        reset = getattr(module, "reset_parameters", None)
+                        if callable(reset):
+                            reset()
+                else:
+                    model = load_classifier(
+                        str(self.arch),
+                        int(self.num_classes or 0),
+                        in_channels=self.in_channels,
+                        input_size=self.input_size,
+                    )
             model.eval()
             model.requires_grad_(False)
             self._random = model

@@ -20,7 +20,13 @@ from lightning_unlearn.models.cut import (
     resolve_head_name,
 )
 from lightning_unlearn.models.describe import ModelDescription, describe, describe_model
-from lightning_unlearn.models.factory import ARCHITECTURES, build_classifier, export_classifier, load_classifier
+from lightning_unlearn.models.factory import (
+    ARCHITECTURES,
+    build_classifier,
+    export_classifier,
+    load_classifier,
+    load_weights,
+)
 from lightning_unlearn.models.laf import LAFCNN, LAFResNet18
 from lightning_unlearn.models.normalize import Normalize, normalization_stats
 from lightning_unlearn.models.resnet import CifarResNet18, CifarResNet50, ResNet18MaxPool
@@ -54,6 +60,7 @@ __all__ = [
     "head_module",
     "head_parameters",
     "load_classifier",
+    "load_weights",
     "normalization_stats",
     "representation",
     "representation_and_logits",

@@ -185,6 +185,64 @@ def export_classifier(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     return dest
 
 
+def load_weights(model: nn.Module, ckpt_path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
+    """Load a checkpoint into any ``nn.Module`` (yours, torchvision's, timm's) and return it; usable in YAML.
+
+    The file is read with ``torch.load(weights_only=True)`` like :func:`load_classifier`, and the key set that
+    matches the module's exactly is used: as saved, after stripping wrapper prefixes shared by every key
+    (``module.``, ``_orig_mod.``, ``model.``), or the keys under ``model.`` of a Lightning checkpoint of a method.
+    BatchNorm ``num_batches_tracked`` entries may be absent. Example (a torchvision ResNet-18 with your weights as
+    a method's classifier)::
+
+        model:
+          class_path: lightning_unlearn.models.load_weights
+          init_args:
+            model: {class_path: torchvision.models.resnet18, init_args: {num_classes: 10}}
+            ckpt_path: original.pt
+
+    Args:
+        model: The module to fill (its architecture must match the file's).
+        ckpt_path: A raw state dict (``torch.save(model.state_dict())``, :func:`export_classifier`) or a Lightning
+            checkpoint.
+        strict: Refuse a file whose key set does not match exactly (``False``: load the matching tensors and warn).
+
+    Returns:
+        ``model``, with the weights loaded.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file is refused (not tensors only), corrupt, or does not match the module.
+    """
+    state = _read_state_dict(ckpt_path)
+    target = model.state_dict()
+    wanted = _core(target)
+    candidates = _candidates("", state)
+    chosen = next(((d, c) for d, c in candidates if _core(c) == wanted), None)
+    name = type(model).__name__
+    if chosen is None:
+        desc, cand = max(candidates, key=lambda dc: (len(_core(dc[1]) & wanted), -len(_core(dc[1]) - wanted)))
+        message = (
+            f"checkpoint {ckpt_path} does not match {name} (closest key set: {desc}); missing keys "
+            f"{_listing(wanted - _core(cand))}; unexpected keys {_listing(set(cand) - set(target))}"
+        )
+        if strict:
+            raise ValueError(message + ". Pass strict=False to load the matching tensors anyway.")
+        warnings.warn(message + "; loaded the matching tensors only.", UserWarning, stacklevel=2)
+    else:
+        desc, cand = chosen
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs {name} {tuple(target[k].shape)}"
+        for k, v in cand.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if mismatched:
+        raise ValueError(f"checkpoint {ckpt_path} does not fit {name} ({desc}): {'; '.join(mismatched)}")
+    merged = dict(target)
+    merged.update({k: v for k, v in cand.items() if k in target})
+    model.load_state_dict(merged, strict=True)
+    return model
+
+
 # --------------------------------------------------------------------------------------------------- reading
 
 
