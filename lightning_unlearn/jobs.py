@@ -27,6 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from lightning_unlearn.validation import check_integer
+
 __all__ = [
     "ENGINES",
     "Job",
@@ -142,8 +144,7 @@ def run_jobs(
         JobError: When a job fails or does not write its result (the other running jobs finish first).
         ImportError: With ``engine="ray"`` when Ray is not installed.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_integer("workers", workers, 1)
     engine = engine if engine is not None else str(_ENGINE["engine"])
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")

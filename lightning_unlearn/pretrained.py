@@ -26,6 +26,7 @@ from lightning_unlearn.callbacks.stage_progress import StageProgressBar
 from lightning_unlearn.datamodules import Digits8x8DataModule, MNIST5kDataModule, Scenario, UnlearningDataModule
 from lightning_unlearn.methods.classifier import Classifier, RetrainOracle
 from lightning_unlearn.models import export_classifier, load_classifier
+from lightning_unlearn.validation import is_integer
 
 CACHE_ENV = "LIGHTNING_UNLEARN_CACHE"
 
@@ -121,7 +122,7 @@ def pretrained_checkpoint(
     n_epochs = spec.epochs if epochs is None else epochs
     if n_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {n_epochs!r}")
-    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0):
+    if train_seed is not None and not (is_integer(train_seed) and train_seed >= 0):
         raise ValueError(f"train_seed must be None or an integer >= 0, got {train_seed!r}")
     init_seed = seed if train_seed is None else train_seed
     datamodule = spec.datamodule(

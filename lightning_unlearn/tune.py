@@ -51,6 +51,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lightning_unlearn.jobs import Job, JobError, cli_fit, import_class, run_jobs, takes_seed
 from lightning_unlearn.search_spaces import MethodSpace, default_space, load_space, parse_space
+from lightning_unlearn.validation import check_fraction
 
 __all__ = [
     "OBJECTIVES",
@@ -577,8 +578,7 @@ def _tune(
     check_integer("trials", trials, minimum=1)
     check_integer("n_jobs", n_jobs, minimum=1)
     check_integer("seed", seed, minimum=0)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not 0 <= tolerance <= 1:
-        raise ValueError(f"tolerance must be an accuracy fraction in [0, 1], got {tolerance!r}")
+    check_fraction("tolerance", tolerance, include_low=True, what="an accuracy fraction")
     objectives = parse_objectives(objective)
     base = load_config(configs)
     method = str(base["model"]["class_path"])

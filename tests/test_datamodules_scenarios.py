@@ -133,7 +133,7 @@ def test_subclass_removal_on_cifar20_targets():
     assert split.test_retain_indices is not None and split.test_retain_indices.numel() == 98
 
 
-def test_cifar20_map_matches_spec_table():
+def test_cifar20_fine_to_coarse_map_is_complete_and_sorted():
     assert CIFAR100_NAMES[69] == "rocket" and CIFAR100_FINE_TO_COARSE[69] == 19
     assert sorted(f for fines in CIFAR20_FINE_CLASSES for f in fines) == list(range(100))
     assert CIFAR20_NAMES[CIFAR20_ALIASES["vehicle2"]] == "vehicles_2"

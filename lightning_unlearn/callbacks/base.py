@@ -15,6 +15,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_unlearn.validation import check_integer
+
 __all__ = ["SplitMetricsCallback", "evaluate_together"]
 
 _OUTPUT_KEYS: tuple[str, ...] = ("logits", "target", "index")
@@ -55,8 +57,7 @@ class SplitMetricsCallback(Callback):
     """
 
     def __init__(self, *, log_initial: bool = True, every_n_epochs: int = 1, evaluate_at_end: bool = True) -> None:
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}")
+        check_integer("every_n_epochs", every_n_epochs, 1)
         self.log_initial = log_initial
         self.every_n_epochs = every_n_epochs
         self.evaluate_at_end = evaluate_at_end

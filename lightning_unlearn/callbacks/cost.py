@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lightning_unlearn.validation import is_number
+
 __all__ = ["COST_FILE", "UnlearningCost", "read_reference_time"]
 
 #: File written beside the run's logs (and read beside a reference checkpoint).
@@ -36,7 +38,7 @@ def read_reference_time(reference_ckpt: str | Path) -> float:
             continue
         record = json.loads(candidate.read_text())
         value = record.get("unlearn_time_s", record.get("train_time_s"))
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        if not is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{candidate} records no positive run time (unlearn_time_s / train_time_s): {value!r}")
         return float(value)
     raise FileNotFoundError(

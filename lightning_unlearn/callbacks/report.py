@@ -14,6 +14,7 @@ from lightning_unlearn.callbacks.cost import UnlearningCost
 from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
 from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
 from lightning_unlearn.hints import tuning_hint
+from lightning_unlearn.validation import is_number
 
 __all__ = ["CLASSIFIER_FILE", "UnlearningReport"]
 
@@ -59,11 +60,7 @@ class UnlearningReport(Callback):
         export: bool = True,
         max_retain_drop: float | None = 0.05,
     ) -> None:
-        if max_retain_drop is not None and (
-            isinstance(max_retain_drop, bool)
-            or not isinstance(max_retain_drop, int | float)
-            or not 0.0 <= max_retain_drop <= 1.0
-        ):
+        if max_retain_drop is not None and not (is_number(max_retain_drop) and 0.0 <= max_retain_drop <= 1.0):
             raise ValueError(f"max_retain_drop must be a fraction in [0, 1] or None, got {max_retain_drop!r}")
         self.max_retain_drop = max_retain_drop
         self.warnings: list[str] = []

@@ -1,31 +1,28 @@
-"""``UnlearningDataModule``: splits, per-phase training loaders and named evaluation loaders.
+"""``UnlearningDataModule``: the base datamodule, wiring splits, per-phase training loaders and evaluation loaders.
 
-Subclasses only provide the raw data (``load_raw``) and describe the dataset (class attributes). Images are kept in
-memory as one tensor (uint8 or float32) and converted per batch to float32 pixels in ``[0, 1]``, shape
-``C x H x W``; normalisation is the classifier's job.
+Subclasses only provide the raw data (``load_raw``) and describe the dataset (class attributes). The parts live in
+their own modules: the modes (:mod:`~lightning_unlearn.datamodules.modes`), the in-memory data
+(:mod:`~lightning_unlearn.datamodules.in_memory`), split resolution (:mod:`~lightning_unlearn.datamodules.splits`),
+the samplers (:mod:`~lightning_unlearn.datamodules.samplers`) and ``splits.json``
+(:mod:`~lightning_unlearn.datamodules.split_io`).
 """
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
+from lightning_unlearn.datamodules.in_memory import RawData, SplitDataset
+from lightning_unlearn.datamodules.modes import MODES, Mode, check_mode
 from lightning_unlearn.datamodules.phases import Phase, phase_at
-from lightning_unlearn.datamodules.samplers import (
-    EpochRandomSampler,
-    ReplicatedDistributedSampler,
-    UnrepeatedDistributedSampler,
-)
+from lightning_unlearn.datamodules.samplers import evaluation_sampler, loader_seed, training_sampler
 from lightning_unlearn.datamodules.scenarios import (
     PRESETS,
     ClassRemoval,
@@ -35,9 +32,17 @@ from lightning_unlearn.datamodules.scenarios import (
     Preset,
     Scenario,
     SplitResult,
-    floor_fraction,
-    indices_sha256,
-    take,
+)
+from lightning_unlearn.datamodules.split_io import SPLITS_FILE, split_record, write_splits
+from lightning_unlearn.datamodules.splits import (
+    ResolvedSplit,
+    SplitSources,
+    check_sample_size,
+    draw_labelled_subset,
+    draw_retain_sample,
+    eval_split_names,
+    resolve_split,
+    split_names,
 )
 from lightning_unlearn.datamodules.transforms import (
     TrainAugment,
@@ -47,104 +52,12 @@ from lightning_unlearn.datamodules.transforms import (
     check_train_augment,
     output_size,
 )
+from lightning_unlearn.validation import check_choice, check_integer, is_integer
 
-Mode = Literal["unlearn", "pretrain", "retrain"]
-MODES: tuple[str, ...] = ("unlearn", "pretrain", "retrain")
 #: Epochs of the default single-phase plan (effectively unbounded).
 DEFAULT_PLAN_EPOCHS = 1_000_000_000
-LABELLED_SEED_OFFSET = 10_001
-RETAIN_SAMPLE_SEED_OFFSET = 10_002
-_TRAIN_SPLITS: tuple[str, ...] = ("forget", "retain", "full", "retain_labelled", "retain_sample")
 
 __all__ = ["DEFAULT_PLAN_EPOCHS", "MODES", "RawData", "SplitDataset", "UnlearningDataModule"]
-
-
-@dataclass(frozen=True)
-class RawData:
-    """The in-memory data of a dataset, in its native order.
-
-    Attributes:
-        train_images: ``N x C x H x W``, uint8 (0-255) or float32 (``[0, 1]``).
-        train_targets: ``N`` int64 labels.
-        test_images: Test images, same layout.
-        test_targets: Test labels.
-        train_fine_targets: Fine labels (CIFAR-20 only).
-        test_fine_targets: Fine test labels (CIFAR-20 only).
-    """
-
-    train_images: Tensor
-    train_targets: Tensor
-    test_images: Tensor
-    test_targets: Tensor
-    train_fine_targets: Tensor | None = None
-    test_fine_targets: Tensor | None = None
-
-
-class SplitDataset(Dataset[Any]):
-    """A view of some images of an in-memory image tensor.
-
-    Element ``i`` is ``(x, y)`` (labelled) or ``x`` (unlabelled), with ``i`` appended when ``with_index``: the
-    position of the sample in this split. ``x`` is float32 ``C x H x W`` in ``[0, 1]``.
-
-    Args:
-        images: The whole image tensor (uint8 or float32).
-        positions: Rows of ``images`` in this split, in split order.
-        targets: Label of each element (aligned with ``positions``).
-        labelled: Whether elements carry the label.
-        with_index: Whether elements carry their position in the split.
-        transform: Per-image transform applied after conversion to float.
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        positions: Tensor,
-        targets: Tensor,
-        *,
-        labelled: bool = True,
-        with_index: bool = False,
-        transform: Transform | None = None,
-    ) -> None:
-        if positions.numel() != targets.numel():
-            raise ValueError(f"positions ({positions.numel()}) and targets ({targets.numel()}) differ in length")
-        self.images = images
-        self.positions = positions.to(torch.long)
-        self.targets = targets.to(torch.long)
-        self.labelled = labelled
-        self.with_index = with_index
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return int(self.positions.numel())
-
-    def _pixels(self, rows: Tensor) -> Tensor:
-        x = self.images[rows]
-        if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255)
-        return x.to(torch.float32)
-
-    def _element(self, x: Tensor, y: Tensor, index: Tensor) -> Any:
-        if self.transform is not None:
-            x = self.transform(x)
-        if self.labelled:
-            return (x, y, index) if self.with_index else (x, y)
-        return (x, index) if self.with_index else x
-
-    def __getitem__(self, i: int) -> Any:
-        index = torch.as_tensor(i if i >= 0 else len(self) + i, dtype=torch.long)
-        return self._element(self._pixels(self.positions[index]), self.targets[index], index)
-
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        x = self._pixels(self.positions[idx])
-        y = self.targets[idx]
-        if self.transform is not None:
-            return [self._element(x[j], y[j], idx[j]) for j in range(idx.numel())]
-        # the same elements as _element builds, from one unbind per tensor (per-sample indexing is slow)
-        xs, ys, index = x.unbind(0), y.unbind(0), idx.unbind(0)
-        if self.labelled:
-            return list(zip(xs, ys, index, strict=True)) if self.with_index else list(zip(xs, ys, strict=True))
-        return list(zip(xs, index, strict=True)) if self.with_index else list(xs)
 
 
 class UnlearningDataModule(LightningDataModule):
@@ -161,7 +74,7 @@ class UnlearningDataModule(LightningDataModule):
 
     Evaluation loaders (``val_dataloader``/``test_dataloader``) are a dict in the order of
     :attr:`eval_split_names`, batches ``(x, y, index)``, unshuffled and unaugmented (except ``eval_augment``), with
-    an :class:`UnrepeatedDistributedSampler` under DDP.
+    an :class:`~lightning_unlearn.datamodules.samplers.UnrepeatedDistributedSampler` under DDP.
 
     Subclasses set the class attributes and implement :meth:`load_raw`.
 
@@ -232,28 +145,18 @@ class UnlearningDataModule(LightningDataModule):
             scenario = ClassRemoval([0])
         if not isinstance(scenario, Scenario):
             raise TypeError(f"scenario must be a Scenario (e.g. ClassRemoval([0])), got {scenario!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if shuffle_seed is not None and (
-            isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0
-        ):
+        check_integer("seed", seed)
+        if shuffle_seed is not None and not (is_integer(shuffle_seed) and shuffle_seed >= 0):
             raise ValueError(f"shuffle_seed must be None or an integer >= 0, got {shuffle_seed!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if not 0 < labelled_fraction <= 1:
+        check_mode(mode)
+        check_integer("batch_size", batch_size, 1)
+        check_integer("eval_batch_size", eval_batch_size, 1)
+        check_integer("num_workers", num_workers)
+        if not 0 < labelled_fraction <= 1:  # any real number (a bool too), as before
             raise ValueError(f"labelled_fraction must be in (0, 1], got {labelled_fraction!r}")
         check_train_augment(train_augment)
-        if image_size is not None and (
-            isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-        ):
-            raise ValueError(f"image_size must be an integer >= 1 or None, got {image_size!r}")
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+        check_integer("image_size", image_size, 1, optional=True)
+        check_choice("preset", preset, PRESETS)
         self.scenario = scenario
         self.seed = seed
         self.shuffle_seed = shuffle_seed
@@ -378,7 +281,7 @@ class UnlearningDataModule(LightningDataModule):
     def _validate_request(self, request: int | None) -> None:
         if request is None:
             return
-        if isinstance(request, bool) or not isinstance(request, int):
+        if not is_integer(request):
             raise ValueError(f"request must be an integer or None, got {request!r}")
         if self._full_split is not None:
             count = len(self._full_split.requests)
@@ -435,20 +338,11 @@ class UnlearningDataModule(LightningDataModule):
     @property
     def eval_split_names(self) -> list[str]:
         """Evaluation split names, in the order of the evaluation loaders (``dataloader_idx``)."""
-        _, split = self._require_setup()
-        names = ["forget", "retain", "test"]
-        if split.test_forget_indices is not None:
-            names += ["test_forget", "test_retain"]
-        if split.is_noisy:
-            names.append("forget_clean")
-        if split.continual and split.request > 0:
-            names.append("forget_previous")
-            names += [f"forget_req{s}" for s in range(split.request)]
-        return names
+        return eval_split_names(self._require_setup()[1])
 
     def split_names(self) -> list[str]:
         """Every split name :meth:`split_dataset` accepts (besides unions ``a+b``)."""
-        return list(dict.fromkeys([*_TRAIN_SPLITS, *self.eval_split_names]))
+        return split_names(self._require_setup()[1])
 
     def split_indices(self, name: str, *, sample_size: int | None = None) -> Tensor:
         """Training (or, for test splits, test) indices of split ``name``, in split order."""
@@ -484,81 +378,38 @@ class UnlearningDataModule(LightningDataModule):
         transform = self._train_transform() if augment else self._eval_transform()
         return SplitDataset(images, positions, targets, labelled=labelled, with_index=with_index, transform=transform)
 
-    def _resolve(self, name: str, sample_size: int | None) -> tuple[bool, Tensor, Tensor]:
+    def _resolve(self, name: str, sample_size: int | None) -> ResolvedSplit:
         raw, split = self._require_setup()
-        if "+" in name:
-            parts = [self._resolve(part, sample_size) for part in name.split("+")]
-            kinds = {p[0] for p in parts}
-            if len(kinds) != 1:
-                raise ValueError(f"Split union {name!r} mixes training and test splits")
-            return parts[0][0], torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
         train_targets = self._train_targets if self._train_targets is not None else raw.train_targets
-        test_all = torch.arange(raw.test_targets.numel())
-        train: Tensor | None = None
-        test: Tensor | None = None
-        if name == "forget":
-            train = split.forget_indices
-        elif name == "retain":
-            train = split.retain_indices
-        elif name == "full":
-            train = torch.cat([split.forget_indices, split.retain_indices]).sort().values
-        elif name == "retain_labelled":
-            train = self._labelled_subset()
-        elif name == "retain_sample":
-            train = self._retain_sample(sample_size)
-        elif name == "forget_clean" and split.clean_labels is not None:
-            return True, split.forget_indices, split.clean_labels
-        elif name == "forget_previous" and split.previous_indices is not None:
-            train = split.previous_indices
-        elif name.startswith("forget_req") and split.continual and name[10:].isdigit():
-            s = int(name[10:])
-            if s > split.request:
-                raise ValueError(f"Split {name!r}: request {s} is after the active request {split.request}")
-            train = split.requests[s].forget_indices
-        elif name == "test":
-            test = test_all
-        elif name == "test_forget" and split.test_forget_indices is not None:
-            test = split.test_forget_indices
-        elif name == "test_retain" and split.test_retain_indices is not None:
-            test = split.test_retain_indices
-        if train is not None:
-            return True, train, train_targets[train]
-        if test is not None:
-            return False, test, raw.test_targets[test]
-        raise ValueError(f"Unknown split {name!r} for this scenario; known splits: {self.split_names()} and unions a+b")
+        sources = SplitSources(
+            split=split,
+            train_targets=train_targets,
+            test_targets=raw.test_targets,
+            labelled_subset=self._labelled_subset,
+            retain_sample=self._retain_sample,
+            sample_size=sample_size,
+        )
+        return resolve_split(name, sources)
 
     # ------------------------------------------------------------------------------------------------ seeded subsets
     def _labelled_subset(self) -> Tensor:
         _, split = self._require_setup()
         key = split.request
         if key not in self._labelled_indices:
-            retain = split.retain_indices
-            restored = split.labelled_indices
-            if restored is not None and bool(torch.isin(restored, retain).all()):
-                subset = restored.sort().values
-            else:
-                n = max(1, floor_fraction(self.labelled_fraction, retain.numel()))
-                subset = take(n, retain, self.seed + LABELLED_SEED_OFFSET).sort().values
+            subset = draw_labelled_subset(
+                split.retain_indices, split.labelled_indices, self.labelled_fraction, self.seed
+            )
             self._labelled_indices[key] = subset
             self._write_splits_file()
         return self._labelled_indices[key]
 
     def _retain_sample(self, sample_size: int | None) -> Tensor:
         _, split = self._require_setup()
-        if sample_size is None:
-            raise ValueError("Split 'retain_sample' needs a sample size (Phase.sample_size)")
         retain = split.retain_indices
-        if not 1 <= sample_size <= retain.numel():
-            raise ValueError(
-                f"retain_sample size must be in [1, {retain.numel()}] (the retain size), got {sample_size}"
-            )
-        key = (split.request, sample_size)
+        size = check_sample_size(sample_size, retain.numel())
+        key = (split.request, size)
         if key not in self._retain_samples:
-            restored = split.retain_sample_indices
-            if restored is not None and restored.numel() == sample_size and bool(torch.isin(restored, retain).all()):
-                subset = restored.sort().values
-            else:
-                subset = take(sample_size, retain, self.seed + RETAIN_SAMPLE_SEED_OFFSET).sort().values
+            subset = draw_retain_sample(retain, split.retain_sample_indices, size, self.seed)
             self._retain_samples[key] = subset
             self._last_retain_sample = (split.request, subset)
             self._write_splits_file()
@@ -633,25 +484,16 @@ class UnlearningDataModule(LightningDataModule):
     ) -> DataLoader:
         # Shuffled orders depend only on (seed, split name, epoch): a resumed run sees the same batches.
         base = self.seed if self.shuffle_seed is None else self.shuffle_seed
-        seed = base * 1_000_003 + zlib.crc32(name.encode())
-        world_size = int(self._trainer_attr("world_size", 1))
-        sampler: Sampler[int] | None = None
-        if world_size > 1:
-            # Our own distributed sampler (Lightning does not re-wrap it): it honours the phase's ``shuffle``
-            # (Lightning's injected one always shuffles) and gives every rank the same number of batches.
-            rank = int(self._trainer_attr("global_rank", 0))
-            sampler_type: type[DistributedSampler[int]] = DistributedSampler
-            if unrepeated:
-                sampler_type = UnrepeatedDistributedSampler
-            elif global_batches:  # every rank walks the one-process order; the method takes its share
-                sampler_type = ReplicatedDistributedSampler
-            distributed: DistributedSampler[int] = sampler_type(
-                dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
-            )
-            distributed.set_epoch(self._epoch())
-            sampler = distributed
-        elif shuffle:
-            sampler = EpochRandomSampler(dataset, seed, self._epoch())
+        sampler = training_sampler(
+            dataset,
+            seed=loader_seed(base, name),
+            epoch=self._epoch(),
+            shuffle=shuffle,
+            world_size=int(self._trainer_attr("world_size", 1)),
+            rank=int(self._trainer_attr("global_rank", 0)),
+            unrepeated=unrepeated,
+            global_batches=global_batches,
+        )
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -709,9 +551,7 @@ class UnlearningDataModule(LightningDataModule):
         for name in self.eval_split_names:
             from_train = not name.startswith("test")
             dataset = self.split_dataset(name, labelled=True, with_index=True, augment=self.eval_augment and from_train)
-            sampler = None
-            if world_size > 1:
-                sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+            sampler = evaluation_sampler(dataset, world_size=world_size, rank=rank)
             loaders[name] = DataLoader(
                 dataset,
                 batch_size=self.eval_batch_size,
@@ -734,58 +574,22 @@ class UnlearningDataModule(LightningDataModule):
     # ------------------------------------------------------------------------------------------------ saved splits
     def split_record(self) -> dict[str, Any]:
         """The split as a JSON-serialisable dict (``splits.json`` format)."""
-        from lightning_unlearn import __version__
-
         raw, split = self._require_setup()
-        forget = split.forget_indices
-        record: dict[str, Any] = {
-            "format_version": 1,
-            "library_version": __version__,
-            "dataset": self.dataset_name,
-            "num_train": split.num_train,
-            "num_test": int(raw.test_targets.numel()),
-            "num_classes": self.num_classes,
-            "seed": self.seed,
-            "preset": self.preset,
-            "scenario": split.scenario,
-            "forget_indices": forget.tolist(),
-            "forget_sha256": indices_sha256(forget),
-            "retain_size": int(split.retain_indices.numel()),
-            "test_forget_indices": None if split.test_forget_indices is None else split.test_forget_indices.tolist(),
-            "noisy": None,
-            "requests": None,
-        }
-        if split.noisy_labels is not None and split.clean_labels is not None:
-            record["noisy"] = [
-                [i, n, c]
-                for i, n, c in zip(
-                    forget.tolist(), split.noisy_labels.tolist(), split.clean_labels.tolist(), strict=True
-                )
-            ]
-        if split.continual:
-            record["request"] = split.request
-            record["requests"] = [
-                {
-                    "type": r.scenario_type,
-                    "indices": r.forget_indices.tolist(),
-                    "sha256": indices_sha256(r.forget_indices),
-                    "test_forget_indices": None if r.test_forget_indices is None else r.test_forget_indices.tolist(),
-                }
-                for r in split.requests
-            ]
-        labelled = self._labelled_indices.get(split.request)
-        if labelled is not None:
-            record["labelled_indices"] = labelled.tolist()
-        if self._last_retain_sample is not None and self._last_retain_sample[0] == split.request:
-            record["retain_sample_indices"] = self._last_retain_sample[1].tolist()
-        return record
+        last = self._last_retain_sample
+        return split_record(
+            split,
+            dataset=self.dataset_name,
+            num_test=int(raw.test_targets.numel()),
+            num_classes=self.num_classes,
+            seed=self.seed,
+            preset=self.preset,
+            labelled_indices=self._labelled_indices.get(split.request),
+            retain_sample_indices=last[1] if last is not None and last[0] == split.request else None,
+        )
 
     def save_splits(self, path: str | Path) -> Path:
         """Write :meth:`split_record` as JSON to ``path`` (parents created); returns the path."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.split_record(), indent=1))
-        return out
+        return write_splits(path, self.split_record())
 
     def _prepare_splits_file(self) -> None:
         trainer = self.trainer
@@ -794,7 +598,7 @@ class UnlearningDataModule(LightningDataModule):
         log_dir = self._trainer_attr("log_dir", None)  # collective: every rank asks
         if log_dir is None:
             return
-        self._splits_path = Path(log_dir) / "splits.json"
+        self._splits_path = Path(log_dir) / SPLITS_FILE
         self._write_splits_file()
 
     def _write_splits_file(self) -> None:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_unlearn.datamodules.base import RawData, UnlearningDataModule
 from lightning_unlearn.datamodules.scenarios import DatasetInfo
+from lightning_unlearn.validation import check_integer
 
 __all__ = ["DatasetDataModule", "ImageFolderDataModule", "image_to_tensor"]
 
@@ -148,8 +149,7 @@ class DatasetDataModule(UnlearningDataModule):
                 num_classes = len(classes)
             else:
                 num_classes = int(max(int(t.max()) for t in self._labels.values() if t.numel())) + 1
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        check_integer("num_classes", num_classes, 2)
         if class_names is None:
             if (
                 isinstance(classes, Sequence)
@@ -269,8 +269,7 @@ class ImageFolderDataModule(DatasetDataModule):
         image_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+        check_integer("image_size", image_size, 1)
         from torchvision import transforms
         from torchvision.datasets import ImageFolder
 

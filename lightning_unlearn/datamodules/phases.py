@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_unlearn.validation import check_integer
+
 PhaseMode = Literal["max_size_cycle", "min_size", "max_size", "sequential"]
 PHASE_MODES: tuple[str, ...] = ("max_size_cycle", "min_size", "max_size", "sequential")
 
@@ -52,8 +54,7 @@ class Phase:
     global_batches: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"Phase.epochs must be an integer >= 1, got {self.epochs!r}")
+        check_integer("Phase.epochs", self.epochs, 1)
         if not self.splits:
             raise ValueError("Phase.splits must name at least one split")
         if self.mode not in PHASE_MODES:

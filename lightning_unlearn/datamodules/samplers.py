@@ -1,12 +1,20 @@
-"""Distributed samplers for evaluation passes and JiT/SSD statistics passes."""
+"""Samplers of the datamodules' loaders: epoch-seeded shuffles, distributed shards, global-batch shares.
+
+:func:`training_sampler` and :func:`evaluation_sampler` choose the sampler of a training or evaluation loader from
+the world size and the phase's switches; :func:`loader_seed` gives each training loader its own shuffle seed.
+The distributed samplers also serve the JiT/SSD statistics passes.
+"""
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sized
 
 import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+from lightning_unlearn.seeding import seeded_generator
 
 __all__ = [
     "EpochRandomSampler",
@@ -14,13 +22,16 @@ __all__ = [
     "UnrepeatedDistributedSampler",
     "epoch_permutation",
     "global_batch_share",
+    "evaluation_sampler",
     "global_batch_shards",
+    "loader_seed",
+    "training_sampler",
 ]
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> list[int]:
     """The shuffled order of epoch ``epoch``: a permutation seeded by ``(seed, epoch)`` only."""
-    generator = torch.Generator().manual_seed((int(seed) + 1_000_003 * int(epoch)) % (2**63 - 1))
+    generator = seeded_generator((int(seed) + 1_000_003 * int(epoch)) % (2**63 - 1))
     return torch.randperm(num_samples, generator=generator).tolist()
 
 
@@ -170,3 +181,67 @@ class EpochRandomSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.data_source)
+
+
+def loader_seed(seed: int, name: str) -> int:
+    """Shuffle seed of the training loader of split (or mode) ``name``: ``seed * 1_000_003 + crc32(name)``.
+
+    Shuffled orders depend only on (seed, loader name, epoch), so a resumed run sees the same batches.
+    """
+    return seed * 1_000_003 + zlib.crc32(name.encode())
+
+
+def training_sampler(
+    dataset: Sized,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    world_size: int = 1,
+    rank: int = 0,
+    unrepeated: bool = False,
+    global_batches: bool = False,
+) -> Sampler[int] | None:
+    """The sampler of a training loader (``None``: the loader's sequential order).
+
+    One process: an :class:`EpochRandomSampler` when shuffled. Several: our own ``DistributedSampler`` (Lightning
+    does not re-wrap it), which honours ``shuffle`` (Lightning's injected one always shuffles) and gives every rank
+    the same number of batches: :class:`UnrepeatedDistributedSampler` with ``unrepeated``,
+    :class:`ReplicatedDistributedSampler` with ``global_batches`` (every rank walks the one-process order and the
+    method takes its share), else torch's ``DistributedSampler``.
+
+    Args:
+        dataset: The dataset (only its length is used).
+        seed: Shuffle seed (:func:`loader_seed`).
+        epoch: Current epoch.
+        shuffle: Shuffle the order.
+        world_size: Number of processes.
+        rank: This process's global rank.
+        unrepeated: Each sample to exactly one rank, unpadded.
+        global_batches: Every rank iterates the one-process order.
+    """
+    if world_size > 1:
+        sampler_type: type[DistributedSampler[int]] = DistributedSampler
+        if unrepeated:
+            sampler_type = UnrepeatedDistributedSampler
+        elif global_batches:
+            sampler_type = ReplicatedDistributedSampler
+        distributed: DistributedSampler[int] = sampler_type(
+            dataset,  # type: ignore[arg-type]
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+        )
+        distributed.set_epoch(epoch)
+        return distributed
+    if shuffle:
+        return EpochRandomSampler(dataset, seed, epoch)
+    return None
+
+
+def evaluation_sampler(dataset: Sized, *, world_size: int = 1, rank: int = 0) -> Sampler[int] | None:
+    """The sampler of an evaluation loader: unshuffled shards that count every sample once under DDP."""
+    if world_size > 1:
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+    return None

@@ -26,12 +26,14 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import check_fraction, check_integer, is_integer
+
 Relabel = Literal["uniform_other", "laf_legacy"]
 Preset = Literal["corrected", "reference"]
 
 RELABEL_MODES: tuple[str, ...] = ("uniform_other", "laf_legacy")
 PRESETS: tuple[str, ...] = ("corrected", "reference")
-SPLIT_FORMAT_VERSION = 1
 _MAX_OFFENDERS = 10
 
 __all__ = [
@@ -78,8 +80,8 @@ def take(n: int, pool: Tensor | Sequence[int], seed: int | torch.Generator) -> T
     if isinstance(seed, torch.Generator):
         generator = seed
     else:
-        _check_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
+        check_integer("seed", seed)
+        generator = seeded_generator(seed)
     perm = torch.randperm(values.numel(), generator=generator)
     return values[perm[:n]]
 
@@ -93,15 +95,6 @@ def indices_sha256(indices: Tensor | Sequence[int]) -> str:
 def floor_fraction(fraction: float, n: int) -> int:
     """``floor(fraction * n)``, robust to binary rounding (``0.29 * 100`` gives 29, not 28)."""
     return math.floor(round(fraction * n, 9))
-
-
-def _check_seed(seed: Any) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _offenders(values: Sequence[Any]) -> str:
@@ -159,7 +152,7 @@ class DatasetInfo:
         aliases: Mapping[str, int] = {} if fine else self.class_aliases
         out: list[int] = []
         for ref in refs:
-            if _is_int(ref):
+            if is_integer(ref):
                 if not 0 <= int(ref) < num:
                     raise ValueError(f"{what}: unknown class id {ref}; {self._allowed(names, aliases, num)}")
                 out.append(int(ref))
@@ -329,7 +322,7 @@ class SplitResult:
 
     def for_request(self, request: int) -> SplitResult:
         """The same split with another active request; ``ValueError`` outside ``[0, len(requests))``."""
-        if not _is_int(request) or not 0 <= request < len(self.requests):
+        if not is_integer(request) or not 0 <= request < len(self.requests):
             raise ValueError(f"request must be an integer in [0, {len(self.requests)}), got {request!r}")
         return replace(self, request=request)
 
@@ -418,7 +411,7 @@ class Scenario:
         Returns:
             The :class:`SplitResult`.
         """
-        _check_seed(seed)
+        check_integer("seed", seed)
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
         y = torch.as_tensor(targets, dtype=torch.long).flatten()
@@ -579,12 +572,10 @@ class RandomRemoval(Scenario):
             raise ValueError(f"RandomRemoval: give either fraction or count, not both (got {fraction}, {count})")
         if fraction is None and count is None:
             fraction = 0.1
-        if count is not None and (not _is_int(count) or count < 1):
+        if count is not None and (not is_integer(count) or count < 1):
             raise ValueError(f"RandomRemoval: count must be an integer >= 1, got {count!r}")
         if fraction is not None:
-            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-                raise ValueError(f"RandomRemoval: fraction must be a number in (0, 1), got {fraction!r}")
-            fraction = float(fraction)
+            fraction = check_fraction("RandomRemoval: fraction", fraction, include_high=False)
         self.fraction: float | None = fraction
         self.count: int | None = count
         self._freeze()
@@ -621,7 +612,7 @@ class KInstances(RandomRemoval):
     k: int
 
     def __init__(self, k: int = 16) -> None:
-        if not _is_int(k) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ValueError(f"KInstances: k must be an integer >= 1, got {k!r}")
         object.__setattr__(self, "k", k)
         super().__init__(count=k)
@@ -649,8 +640,7 @@ class ClassFraction(Scenario):
             )
         _class_list(list(fractions), "ClassFraction")
         for key, value in fractions.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"ClassFraction: fraction of class {key!r} must be in (0, 1], got {value!r}")
+            check_fraction(f"ClassFraction: fraction of class {key!r}", value, what=None)
         self.fractions: dict[int | str, float] = {k: float(v) for k, v in fractions.items()}
         self._freeze()
 
@@ -675,7 +665,7 @@ class ClassFraction(Scenario):
         return torch.cat(parts).sort().values
 
     def _draw(self, ctx: SplitContext, pool: Tensor, seed: int) -> RequestSplit:
-        forget = self._draw_fraction(ctx, pool, torch.Generator().manual_seed(seed))
+        forget = self._draw_fraction(ctx, pool, seeded_generator(seed))
         return RequestSplit(forget, scenario_type=self.type_name)
 
 
@@ -706,8 +696,7 @@ class NoisyLabels(ClassFraction):
         rate: float = 0.6,
         relabel: Relabel | None = None,
     ) -> None:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-            raise ValueError(f"NoisyLabels: rate must be in (0, 1], got {rate!r}")
+        check_fraction("NoisyLabels: rate", rate, what=None)
         if relabel is not None and relabel not in RELABEL_MODES:
             raise ValueError(f"NoisyLabels: relabel must be one of {RELABEL_MODES} or None, got {relabel!r}")
         cls = _class_list(classes, "NoisyLabels")
@@ -733,7 +722,7 @@ class NoisyLabels(ClassFraction):
             raise ValueError(
                 f"NoisyLabels: relabel='laf_legacy' draws from labels 0..8 and needs >= 9 classes, got {num_classes}"
             )
-        generator = torch.Generator().manual_seed(seed)
+        generator = seeded_generator(seed)
         forget = self._draw_fraction(ctx, pool, generator)
         clean = ctx.targets[forget]
         top = 9 if mode == "laf_legacy" else num_classes
@@ -767,7 +756,7 @@ class Indices(Scenario):
             values = list(indices)
             if not values:
                 raise ValueError("Indices: the index list is empty")
-            bad = [v for v in values if not _is_int(v) or v < 0]
+            bad = [v for v in values if not is_integer(v) or v < 0]
             if bad:
                 raise ValueError(f"Indices: indices must be integers >= 0; offending: {_offenders(bad)}")
             _check_duplicates(values)
@@ -822,7 +811,9 @@ class Indices(Scenario):
     def _split(self, ctx: SplitContext, seed: int) -> SplitResult:
         if not self.is_split_json:
             return super()._split(ctx, seed)
-        return _restore_split(self, ctx)
+        from lightning_unlearn.datamodules.split_io import restore_split  # split_io builds on this module
+
+        return restore_split(self, ctx)
 
 
 class Continual(Scenario):
@@ -895,9 +886,9 @@ def _class_list(classes: Any, what: str) -> tuple[int | str, ...]:
     if not values:
         raise ValueError(f"{what}: the class list is empty")
     for value in values:
-        if not (_is_int(value) or isinstance(value, str)):
+        if not (is_integer(value) or isinstance(value, str)):
             raise ValueError(f"{what}: classes must be integer ids or names, got {value!r}")
-        if _is_int(value) and value < 0:
+        if is_integer(value) and value < 0:
             raise ValueError(f"{what}: class ids must be >= 0, got {value}")
     dups = sorted({str(v) for v in values if values.count(v) > 1})
     if dups:
@@ -914,88 +905,3 @@ def _check_duplicates(values: Sequence[int]) -> None:
         seen.add(v)
     if dups:
         raise ValueError(f"Indices: duplicate indices: {_offenders(sorted(set(dups)))}")
-
-
-def _tensor_or_none(values: Any) -> Tensor | None:
-    return None if values is None else torch.tensor(list(values), dtype=torch.long)
-
-
-def _restore_split(scenario: Indices, ctx: SplitContext) -> SplitResult:
-    path = Path(str(scenario.split_file))
-    if not path.is_file():
-        raise ValueError(f"Indices: split_file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Indices: {str(path)!r} is not valid JSON: {err}") from err
-    version = data.get("format_version")
-    if version != SPLIT_FORMAT_VERSION:
-        raise ValueError(f"Indices: {str(path)!r} has format_version {version!r}; supported: {SPLIT_FORMAT_VERSION}")
-    saved_name = data.get("dataset")
-    if ctx.info.name is not None and saved_name is not None and saved_name != ctx.info.name:
-        raise ValueError(f"Indices: {str(path)!r} was saved for dataset {saved_name!r}, not {ctx.info.name!r}")
-    if data.get("num_train") != ctx.num_train:
-        raise ValueError(
-            f"Indices: {str(path)!r} was saved for a training set of N={data.get('num_train')} samples, "
-            f"this one has N={ctx.num_train}"
-        )
-    forget = torch.tensor(data["forget_indices"], dtype=torch.long)
-    if indices_sha256(forget) != data.get("forget_sha256"):
-        raise ValueError(f"Indices: forget_sha256 of {str(path)!r} does not match its forget_indices (digest mismatch)")
-    if forget.numel() and (int(forget.min()) < 0 or int(forget.max()) >= ctx.num_train):
-        raise ValueError(f"Indices: {str(path)!r} holds indices outside [0, {ctx.num_train})")
-    num_test = None if ctx.test_targets is None else int(ctx.test_targets.numel())
-    saved_test = data.get("num_test")
-    if num_test is not None and saved_test is not None and saved_test != num_test:
-        raise ValueError(
-            f"Indices: {str(path)!r} was saved for {saved_test} test samples, this test set has {num_test}"
-        )
-    if num_test is None:
-        num_test = saved_test
-    requests_data = data.get("requests")
-    request = 0
-    if requests_data:
-        reqs = []
-        for t, entry in enumerate(requests_data):
-            idx = torch.tensor(entry["indices"], dtype=torch.long)
-            if indices_sha256(idx) != entry.get("sha256"):
-                raise ValueError(f"Indices: digest mismatch for request {t} of {str(path)!r}")
-            reqs.append(
-                RequestSplit(
-                    idx,
-                    _tensor_or_none(entry.get("test_forget_indices")),
-                    scenario_type=str(entry.get("type", "indices")),
-                )
-            )
-        request = int(data.get("request", 0))
-        requests = tuple(reqs)
-        continual = True
-    else:
-        noisy = data.get("noisy")
-        noisy_labels = clean_labels = None
-        if noisy:
-            rows = sorted(noisy)
-            if [r[0] for r in rows] != forget.tolist():
-                raise ValueError(f"Indices: the noisy entries of {str(path)!r} do not match its forget_indices")
-            noisy_labels = torch.tensor([r[1] for r in rows], dtype=torch.long)
-            clean_labels = torch.tensor([r[2] for r in rows], dtype=torch.long)
-        requests = (
-            RequestSplit(
-                forget,
-                _tensor_or_none(data.get("test_forget_indices")),
-                noisy_labels,
-                clean_labels,
-                scenario_type="indices",
-            ),
-        )
-        continual = False
-    return SplitResult(
-        num_train=ctx.num_train,
-        num_test=num_test,
-        requests=requests,
-        request=request,
-        continual=continual,
-        scenario={**scenario.record(), "restored": data.get("scenario")},
-        labelled_indices=_tensor_or_none(data.get("labelled_indices")),
-        retain_sample_indices=_tensor_or_none(data.get("retain_sample_indices")),
-    )

@@ -18,16 +18,9 @@ from lightning_unlearn.methods.base import (
     check_integer,
     check_positive,
 )
+from lightning_unlearn.methods.random_labels import draw_label_offsets as draw_label_offsets  # re-exported
 from lightning_unlearn.models.cut import detect_num_classes
-
-
-def draw_label_offsets(size: int, num_classes: int, generator: torch.Generator, *, exclude_true: bool = True) -> Tensor:
-    """Per-sample label offsets of a fixed random-label table (``(y + offset) % num_classes``).
-
-    With ``exclude_true`` the offsets are uniform over ``1 .. num_classes - 1`` (a wrong label, always);
-    otherwise over ``0 .. num_classes - 1`` (uniform over all classes, so the true label is kept with p = 1/C).
-    """
-    return torch.randint(0 if not exclude_true else 1, num_classes, (size,), generator=generator)
+from lightning_unlearn.validation import is_integer
 
 
 class _SGDDefaults(GradientUnlearningMethod):
@@ -218,7 +211,7 @@ class RandomLabel(_SGDDefaults):
         check_positive("retain_weight", retain_weight, allow_zero=True)
         check_integer("seed", seed)
         classes = num_classes if num_classes is not None else detect_num_classes(model)
-        if not isinstance(classes, int) or classes < 2:
+        if not is_integer(classes) or classes < 2:
             raise ValueError(f"RandomLabel needs num_classes >= 2 (given or as model.num_classes), got {classes!r}")
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.num_classes = classes

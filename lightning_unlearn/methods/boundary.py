@@ -35,6 +35,7 @@ from lightning_unlearn.methods.base import (
     check_positive,
 )
 from lightning_unlearn.models.cut import final_linear
+from lightning_unlearn.seeding import seeded_generator
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -531,4 +532,4 @@ class BoundaryExpanding(_BoundaryBase):
         seed = self.hparams.get("seed")
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return torch.Generator().manual_seed(int(seed) + SHADOW_SEED_OFFSET)
+        return seeded_generator(int(seed), SHADOW_SEED_OFFSET)

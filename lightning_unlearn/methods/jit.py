@@ -14,6 +14,8 @@ from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.methods.base import GradientUnlearningMethod, OptimizerCallable, check_choice, check_positive
 from lightning_unlearn.methods.ssd import GlobalBatches, per_rank_batch_size
 from lightning_unlearn.models.normalize import normalization_stats
+from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import check_integer
 
 __all__ = ["JiT"]
 
@@ -104,11 +106,9 @@ class JiT(GradientUnlearningMethod):
     ) -> None:
         check_positive("sigma", sigma)
         check_positive("lr", lr)
-        if isinstance(n_perturbations, bool) or not isinstance(n_perturbations, int) or n_perturbations < 1:
-            raise ValueError(f"n_perturbations must be an integer >= 1, got {n_perturbations!r}")
+        check_integer("n_perturbations", n_perturbations, 1)
         check_choice("preset", preset, PRESETS)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        check_integer("seed", seed)
         defaults = PRESET_SWITCHES[preset]
         accumulate_grads = defaults["accumulate_grads"] if accumulate_grads is None else bool(accumulate_grads)
         model_mode = defaults["model_mode"] if model_mode is None else model_mode
@@ -162,7 +162,7 @@ class JiT(GradientUnlearningMethod):
         if world > 1 and self.hparams["preset"] == "reference":
             rank_zero_warn("JiT preset='reference' reproduces the single-process code; running on several processes")
         seed = int(self.hparams["seed"])
-        self._generator = torch.Generator().manual_seed(seed * 1_000_003 + self.global_rank)
+        self._generator = seeded_generator(seed * 1_000_003, self.global_rank)
         self._global = None
         if world > 1:
             datamodule = getattr(self.trainer, "datamodule", None)
@@ -205,7 +205,7 @@ class JiT(GradientUnlearningMethod):
             noise = torch.randn(shape)
         else:
             if self._generator is None:
-                self._generator = torch.Generator().manual_seed(int(self.hparams["seed"]) * 1_000_003)
+                self._generator = seeded_generator(int(self.hparams["seed"]) * 1_000_003)
             noise = torch.randn(shape, generator=self._generator)
         return noise.to(device=like.device, dtype=like.dtype)
 

@@ -25,6 +25,8 @@ from lightning_unlearn.methods.base import (
 )
 from lightning_unlearn.models.cut import head_parameters, resolve_head_name
 from lightning_unlearn.models.vae import RepresentationVAE
+from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import is_integer
 
 __all__ = ["LAF", "bounded_error", "ra_loss", "ue_loss", "vae_loss", "vae_loss_terms"]
 
@@ -217,8 +219,7 @@ class LAF(MultiStageUnlearningMethod):
         check_choice("vae_output", vae_output, ("sigmoid", "identity"))
         check_choice("repair_split", repair_split, ("retain_labelled", "retain_zip_forget", None))
         for name, value in (("latent_dim", latent_dim), ("vae_epochs", vae_epochs), ("unlearn_epochs", unlearn_epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_integer(name, value, 1)
         check_integer("repair_epochs", repair_epochs, 0)
         if repair and repair_epochs < 1:
             raise ValueError(f"repair_epochs must be an integer >= 1 when repair=True, got {repair_epochs!r}")
@@ -226,8 +227,7 @@ class LAF(MultiStageUnlearningMethod):
             check_positive(lr_name, lr)
         check_positive("temperature", temperature)
         check_positive("kl_weight", kl_weight, allow_zero=True)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        check_integer("seed", seed)
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         try:
@@ -404,7 +404,7 @@ class LAF(MultiStageUnlearningMethod):
     def _noise(self, batch_idx: int, k: int) -> torch.Generator:
         """CPU generator of the VAE noise, keyed by (seed, rank, epoch, batch, call) so resumes reproduce it."""
         key = (int(self.hparams["seed"]), int(self.global_rank), int(self.current_epoch), int(batch_idx), k)
-        return torch.Generator().manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
+        return seeded_generator(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def _log(self, name: str, value: Tensor, prog_bar: bool = False) -> None:
         self.log(f"laf/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=1)
@@ -475,7 +475,7 @@ class LAF(MultiStageUnlearningMethod):
 def _representation_dim(model: nn.Module, head_name: str) -> int:
     """Width of the representation: ``model.embedding_dim`` or the in-features of the head's first Linear."""
     dim = getattr(model, "embedding_dim", None)
-    if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0:
+    if is_integer(dim) and dim > 0:
         return dim
     linears = [m for m in model.get_submodule(head_name).modules() if isinstance(m, nn.Linear)]
     if linears:

@@ -34,7 +34,10 @@ from lightning_unlearn.methods.base import (
     check_choice,
     check_positive,
 )
+from lightning_unlearn.methods.random_labels import draw_label_offsets
 from lightning_unlearn.models.cut import detect_num_classes, resolve_head_name
+from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import check_integer
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -174,8 +177,7 @@ def _resolve(value: Any, preset: str, corrected: Any, reference: Any) -> Any:
 
 
 def _check_epochs(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    check_integer(name, value)
 
 
 def _check_common(preset: str, momentum: float, weight_decay: float, **lrs: float) -> None:
@@ -213,7 +215,7 @@ class _RandomLabels:
         return int(seed)
 
     def _generator(self, offset: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self._seed_value() + offset)
+        return seeded_generator(self._seed_value(), offset)
 
     def _exclude(self) -> bool:
         return bool(self.hparams.get("exclude_true_label", False))
@@ -221,10 +223,7 @@ class _RandomLabels:
     def draw_labels(self, size: int) -> None:
         """Draw the per-sample random labels (or offsets) of ``size`` forget samples."""
         g = self._generator(LABEL_SEED_OFFSET)
-        if self._exclude():
-            draws = torch.randint(1, self.num_classes, (size,), generator=g)
-        else:
-            draws = torch.randint(0, self.num_classes, (size,), generator=g)
+        draws = draw_label_offsets(size, self.num_classes, g, exclude_true=self._exclude())
         self.poison_draws = draws.to(self.device)
 
     def _ensure_labels(self) -> None:

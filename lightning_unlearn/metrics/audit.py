@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lightning_unlearn.validation import check_fraction, is_integer
+
 __all__ = [
     "CHALLENGE_DELTA",
     "CHALLENGE_EPSILON_CAP",
@@ -217,7 +219,7 @@ def epsilon_ceiling(m: int, delta: float = FWP_DELTA) -> float:
     """
     _check_delta(delta)
     arg = m * (1 - delta) - 1
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or arg <= 0:
+    if not is_integer(m, numpy=True) or arg <= 0:
         raise ValueError(f"m must be an integer with m * (1 - delta) > 1, got m={m!r}, delta={delta}")
     return math.log(arg)
 
@@ -388,7 +390,7 @@ def forget_quality(eps: npt.ArrayLike, n: int) -> float:
         raise ValueError(f"eps must be a non-empty 1-D array, got shape {e.shape}")
     if np.any(np.isnan(e)):
         raise ValueError("eps must not contain nan")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+    if not is_integer(n, numpy=True) or n < 2:
         raise ValueError(f"n (models per group) must be an integer >= 2, got {n!r}")
     eps_max = math.ceil(math.log(n - 1))
     points = np.zeros_like(e)
@@ -461,12 +463,7 @@ def _as_float64(x: Any) -> np.ndarray:
 
 def _check_delta(delta: float) -> None:
     """Accept ``delta`` in ``[0, 1)`` (0 included: the default of the "Forget with Precision" estimator)."""
-    if (
-        isinstance(delta, bool)
-        or not isinstance(delta, (int, float, np.integer, np.floating))
-        or not 0.0 <= float(delta) < 1.0
-    ):
-        raise ValueError(f"delta must be a number in [0, 1), got {delta!r}")
+    check_fraction("delta", delta, include_low=True, include_high=False, numpy=True)
 
 
 def _score_pair(retrained: Any, unlearned: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lightning_unlearn.models.normalize import Normalize
+from lightning_unlearn.validation import check_integer
 
 
 class ClassifierBase(nn.Module):
@@ -39,8 +40,7 @@ class ClassifierBase(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        check_integer("num_classes", num_classes, 1)
         self.normalize = Normalize(in_channels, mean, std)
         self.num_classes = num_classes
         self.in_channels = in_channels

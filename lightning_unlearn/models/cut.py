@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lightning_unlearn.models.normalize import Normalize
+from lightning_unlearn.validation import is_integer
 
 #: Submodule names searched, in order, for the head of a model without ``head_name``: torchvision ResNet /
 #: Inception / GoogLeNet (``fc``), VGG / AlexNet / DenseNet / MobileNet / EfficientNet / ConvNeXt (``classifier``),
@@ -129,7 +130,7 @@ def detect_num_classes(model: nn.Module, head_name: str | None = None) -> int:
         ValueError: If neither gives an integer ``>= 2``, saying what was looked for.
     """
     classes = getattr(model, "num_classes", None)
-    if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2:
+    if is_integer(classes) and classes >= 2:
         return classes
     try:
         classes = final_linear(model, head_name).out_features

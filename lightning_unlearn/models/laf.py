@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18
 
 from lightning_unlearn.models.base import ClassifierBase
+from lightning_unlearn.validation import is_integer
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -17,7 +18,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
     values = tuple(size)
-    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if len(values) != 2 or not all(is_integer(v) for v in values):
         raise ValueError(f"input_size must be an integer or a (height, width) pair, got {size!r}")
     return values[0], values[1]
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.validation import check_integer
+
 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` on ``B x C x H x W`` pixels in [0, 1].
@@ -33,8 +35,7 @@ class Normalize(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+        check_integer("in_channels", in_channels, 1)
         self.in_channels = in_channels
         self.register_buffer("mean", _channel_stat("mean", mean, in_channels, 0.0))
         self.register_buffer("std", _channel_stat("std", std, in_channels, 1.0))

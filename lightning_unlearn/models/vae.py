@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.validation import is_integer
+
 __all__ = ["RepresentationVAE"]
 
 _OUTPUTS = ("sigmoid", "identity")
@@ -51,7 +53,7 @@ class RepresentationVAE(nn.Module):
             ("hidden", hidden[0]),
             ("hidden", hidden[1]),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{name} must hold integers >= 1, got {value!r}")
         if output not in _OUTPUTS:
             raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
