@@ -20,7 +20,6 @@ callback can save them) and after each stage end (an edit producing NaN/inf is u
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -32,7 +31,11 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightning_unlearn.compat import ddp_allow_unused_parameters, is_last_training_batch, record_optimizer_step
 from lightning_unlearn.datamodules.phases import Phase, phase_at, plan_epochs
+from lightning_unlearn.validation import check_choice as check_choice  # re-exported: methods import it from here
+from lightning_unlearn.validation import check_integer as check_integer
+from lightning_unlearn.validation import check_positive as check_positive
 
 _PLAIN = (bool, int, float, str, type(None))
 _POST_STEP_HOOK = "_lightning_unlearn_finite_check"
@@ -463,9 +466,7 @@ class MultiStageUnlearningMethod(UnlearningMethod):
         super().setup(stage)
         if stage != "fit" or self._trainer is None or self.trainer.world_size < 2:
             return
-        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
-        if isinstance(ddp_kwargs, dict):
-            ddp_kwargs.setdefault("find_unused_parameters", True)
+        ddp_allow_unused_parameters(self.trainer.strategy)
 
     def on_fit_start(self) -> None:
         """Refuse to run the stages again on a module that already ran them (unless resuming)."""
@@ -497,10 +498,7 @@ class MultiStageUnlearningMethod(UnlearningMethod):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Run the stage end right after the stage's last batch, before validation and checkpointing."""
-        trainer = self.trainer
-        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or (
-            batch_idx + 1 >= trainer.num_training_batches
-        )
+        last = is_last_training_batch(self.trainer, batch_idx)
         if last and self._is_last_epoch_of_stage(self.current_epoch):
             self._finish_stages_before(self.stage_index_at(self.current_epoch) + 1)
 
@@ -549,9 +547,7 @@ class MultiStageUnlearningMethod(UnlearningMethod):
         """Count a statistics stage's edit as one step, so checkpointing and step logging see progress."""
         if self._trainer is None:
             return
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+        record_optimizer_step(self.trainer)
 
 
 class OnePassUnlearningMethod(MultiStageUnlearningMethod):
@@ -607,26 +603,3 @@ class OnePassUnlearningMethod(MultiStageUnlearningMethod):
         except FloatingPointError:
             self.fitted.fill_(fitted)
             raise
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def check_integer(name: str, value: Any, minimum: int = 0, *, optional: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``, or ``None`` if ``optional``."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        suffix = " or None" if optional else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")
-
-
-def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    """Raise ``ValueError`` naming the allowed values unless ``value`` is one of them."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightning_unlearn.compat import end_fit_after_current_epoch
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.methods.adversarial import generate_adversarial_set
 from lightning_unlearn.methods.base import (
@@ -100,7 +101,7 @@ class L2UL(GradientUnlearningMethod):
     order) and adversarial batch ``s mod ceil(k N_adv / adv_batch_size)``. After every step the whole forget set is
     evaluated in eval mode; training stops as soon as it is fully misclassified (relabel: fully predicted as ``y*``)
     or after ``max_epochs`` epochs of adversarial batches (of forget batches for ``naive``). On stopping, the
-    current trainer epoch is made the last one (``trainer.fit_loop.max_epochs``) and validated, so metric callbacks
+    current trainer epoch is made the last one (``trainer.max_epochs`` too) and validated, so metric callbacks
     report the final model; the trainer's own limits are only a safety net. Calling ``fit`` again (new trainer)
     runs a new request: ``theta0``, the adversarial set and ``Omega~`` are recomputed (see :func:`run_continual`).
 
@@ -530,9 +531,8 @@ class L2UL(GradientUnlearningMethod):
         if self._trainer is None:
             return
         trainer = self.trainer
-        trainer.should_stop = True
         # Make this epoch the last one: the trainer reports it as such and validates the final model here.
-        trainer.fit_loop.max_epochs = trainer.current_epoch + 1
+        end_fit_after_current_epoch(trainer)
         if trainer.check_val_every_n_epoch is not None:
             trainer.check_val_every_n_epoch = 1
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightning_unlearn.compat import is_last_training_batch
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.datamodules.samplers import UnrepeatedDistributedSampler
 from lightning_unlearn.methods.base import (
@@ -416,10 +417,7 @@ class SCRUB(MultiStageUnlearningMethod):
         return loss + term
 
     def _is_last_batch(self, batch_idx: int) -> bool:
-        trainer = self.trainer
-        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch) or (
-            batch_idx + 1 >= trainer.num_training_batches
-        )
+        return is_last_training_batch(self.trainer, batch_idx)
 
     def _datamodule(self) -> Any:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

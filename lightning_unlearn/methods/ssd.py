@@ -17,8 +17,9 @@ from torch.utils.data import default_collate
 
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.datamodules.samplers import global_batch_shards
-from lightning_unlearn.methods.base import OnePassUnlearningMethod, Stage, check_choice, check_positive
+from lightning_unlearn.errors import load_error_reason
 from lightning_unlearn.hints import warn_no_effect
+from lightning_unlearn.methods.base import OnePassUnlearningMethod, Stage, check_choice, check_positive
 
 __all__ = ["LFSSD", "NO_EFFECT_FRACTION", "SSD", "GlobalBatches", "dampen_", "per_rank_batch_size"]
 
@@ -204,7 +205,8 @@ class SSD(OnePassUnlearningMethod):
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as err:  # refused globals (UnpicklingError), truncated zip (RuntimeError), EOFError
                 raise ValueError(
-                    f"cannot read the cached full-set importance {path} ({type(err).__name__}: {err}); it must be a "
+                    f"cannot read the cached full-set importance {path} ({type(err).__name__}: "
+                    f"{load_error_reason(err)}); it must be a "
                     "file written by SSD (plain tensors only, loaded with weights_only=True); delete it to recompute it"
                 ) from err
             params = dict(self.model.named_parameters())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.errors import load_error_reason
 from lightning_unlearn.models.base import ClassifierBase
 from lightning_unlearn.models.laf import LAFCNN, LAFResNet18, _pair
 from lightning_unlearn.models.resnet import CifarResNet18, CifarResNet50, ResNet18MaxPool
@@ -285,8 +286,7 @@ def _read_state_dict(ckpt_path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 def _refusal_reason(err: Exception) -> str:
     """The informative line(s) of torch's weights-only error (the unsupported global), without its advice."""
-    lines = [ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-    return " ".join(lines) if lines else str(err).splitlines()[0]
+    return load_error_reason(err)
 
 
 # --------------------------------------------------------------------------------------------------- key sets
