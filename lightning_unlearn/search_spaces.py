@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from lightning_unlearn.validation import is_number
+
 __all__ = ["DEFAULT_SPACES", "PARAM_TYPES", "MethodSpace", "Param", "default_space", "load_space", "parse_space"]
 
 #: Parameter types of a space entry.
@@ -57,7 +59,7 @@ class Param:
             raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
         for name in ("low", "high"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not is_number(value) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.low > self.high:
             raise ValueError(f"low must be <= high, got low={self.low!r} > high={self.high!r}")
@@ -140,6 +142,27 @@ DEFAULT_SPACES: dict[str, MethodSpace] = {
     "Finetune": _GRADIENT,
     "GradientAscent": _GRADIENT,
     "JiT": MethodSpace({_LR: _f(1e-5, 1e-2), "model.init_args.sigma": _f(0.01, 2.0)}),
+    "SCRUB": MethodSpace(
+        {_LR: _f(1e-4, 0.1), "model.init_args.alpha": _f(1e-4, 1.0), "model.init_args.gamma": _f(0.1, 10.0)}
+    ),
+    "SalUn": MethodSpace({_LR: _f(1e-4, 0.1), "model.init_args.mask_ratio": _f(0.05, 1.0, log=False)}),
+    "L1Sparse": MethodSpace({"model.init_args.alpha": _f(1e-5, 0.1), _LR: _f(1e-3, 0.1)}),
+    "BadTeaching": MethodSpace({_LR: _f(1e-5, 1e-2), "model.init_args.temperature": _f(1.0, 8.0)}),
+    "UNSIR": MethodSpace(
+        {
+            "model.init_args.impair_lr": _f(1e-5, 1e-2),
+            "model.init_args.repair_lr": _f(1e-5, 1e-2),
+            "model.init_args.noise_lr": _f(1e-2, 1.0),
+        }
+    ),
+    "BoundaryShrink": MethodSpace({_LR: _f(1e-5, 1e-2), "model.init_args.bound": _f(0.01, 0.5)}),
+    "BoundaryExpanding": MethodSpace({_LR: _f(1e-5, 1e-2)}),
+    "Poison": MethodSpace({_LR: _f(1e-4, 0.05)}),
+    "PoisonFull": MethodSpace({_LR: _f(1e-4, 0.05)}),
+    "Hybrid": MethodSpace({"model.init_args.forget_lr": _f(1e-4, 0.05), "model.init_args.retain_lr": _f(1e-4, 0.05)}),
+    "ActivationReset": MethodSpace(
+        {"model.init_args.toll": _f(0.3, 0.95, log=False), "model.init_args.retain_lr": _f(1e-4, 0.05)}
+    ),
 }
 
 

@@ -158,7 +158,7 @@ def test_l1sparse_arguments_are_checked():
     with pytest.raises(ValueError, match="no_l1_epochs"):
         L1Sparse(model, epochs=3, no_l1_epochs=4)
     with pytest.raises(ValueError, match="alternate"):
-        SalUn(model, schedule="concat_all")
+        SalUn(model, schedule="concat_all")  # allowed: alternate, joint, sequential
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         SalUn(model, mask_ratio=0.0)
 
@@ -265,3 +265,116 @@ def test_l1sparse_logs_the_schedule_per_epoch(tmp_path, monkeypatch):
     assert per_epoch == pytest.approx([0.01, 0.01 * 2 / 3, 0.01 / 3, 0.0])
     with pytest.raises(ValueError, match="max_epochs"):
         _fit(config, tmp_path / "bad", "--trainer.max_epochs=3")
+
+
+# ---------------------------------------------------------------------------------------------- reference preset
+def _toy_fit(tmp_path, method: SalUn, epochs: int, batch_size: int = 16):
+    from data_factories import ToyDataModule
+    from trainers import quiet_trainer
+
+    from lightning_unlearn.datamodules import ClassRemoval
+
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=epochs, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, limit_val_batches=0
+    )
+    trainer.fit(method, datamodule=ToyDataModule(scenario=ClassRemoval(classes=[0]), batch_size=batch_size))
+    return trainer
+
+
+def test_reference_preset_resolves_the_authors_choices():
+    model = load_classifier("tiny_cnn", num_classes=10, in_channels=1)
+    ref = SalUn(model, preset="reference", epochs=2)
+    assert (ref.schedule, ref.random_label, ref.fresh_labels, ref.saliency_reduction) == (
+        "sequential",
+        "uniform",
+        True,
+        "batch_mean",
+    )
+    assert [s.name for s in ref.active_stages()] == ["saliency", "forget1", "retain1", "forget2", "retain2"]
+    assert [s.phase.splits for s in ref.active_stages()[1:3]] == [("forget",), ("retain",)]
+    assert ref.active_stages()[0].phase.shuffle is True
+    default = SalUn(model)
+    assert (default.schedule, default.random_label, default.fresh_labels, default.saliency_reduction) == (
+        "alternate",
+        "other",
+        False,
+        "sample_sum",
+    )
+    assert default.active_stages()[0].phase.shuffle is False
+    mixed = SalUn(model, preset="reference", schedule="alternate", random_label="other")  # explicit values win
+    assert (mixed.schedule, mixed.random_label, mixed.fresh_labels) == ("alternate", "other", True)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        SalUn(model, preset="paper")  # type: ignore[arg-type]
+
+
+def test_batch_mean_saliency_is_the_signed_sum_of_batch_mean_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    method = SalUn(model, saliency_reduction="batch_mean")
+    x = torch.randn(5, 1, 2, 2)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # a short last batch weighs as much as a full one
+    for bx, by in batches:
+        method._accumulate({"forget": (bx, by, torch.arange(len(bx)))})
+    expected = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters()}
+    for bx, by in batches:
+        model.zero_grad()
+        nn.functional.cross_entropy(model(bx), by).backward()  # the batch mean
+        for n, p in model.named_parameters():
+            expected[n] += p.grad.double()
+    for name, value in expected.items():
+        torch.testing.assert_close(method._sums[name], value)
+    assert method._count == 2  # batches, not samples: only the scale of the statistic, not the ranking
+    per_sample = SalUn(model)
+    for bx, by in batches:
+        per_sample._accumulate({"forget": (bx, by, torch.arange(len(bx)))})
+    assert per_sample._count == 5
+    assert not all(
+        torch.allclose(per_sample._sums[n] / 5, expected[n].abs() / 2) for n in expected
+    )  # the two statistics differ on this batch split
+
+
+def test_fresh_labels_change_every_step_and_repeat_after_a_resume():
+    model = load_classifier("tiny_cnn", num_classes=10, in_channels=1)
+    method = SalUn(model, preset="reference", seed=3)
+    y = torch.arange(10).repeat(20)
+    draws = []
+    for step in (0, 1, 0):  # no trainer attached: the step is patched in
+        type(method).global_step = property(lambda self, s=step: s)  # type: ignore[assignment]
+        draws.append(method._fresh_labels(y))
+    del type(method).global_step
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+    assert (draws[0] == y).any()  # uniform over all classes: the true label can come back
+    other = SalUn(model, preset="reference", random_label="other", seed=3)
+    type(other).global_step = property(lambda self: 5)  # type: ignore[assignment]
+    try:
+        assert not (other._fresh_labels(y) == y).any()
+    finally:
+        del type(other).global_step
+
+
+def test_reference_preset_fits_pass_by_pass_with_one_optimiser_and_keeps_unmasked_weights(tmp_path):
+    torch.manual_seed(0)
+    model = load_classifier("tiny_cnn", num_classes=10, in_channels=1)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method = SalUn(model, preset="reference", epochs=2, mask_ratio=0.4, lr=0.05)
+    seen: list[tuple[str, tuple[str, ...]]] = []
+    step = method.stage_step
+
+    def record(stage, batch, batch_idx, optimizer):
+        seen.append((stage.name, tuple(sorted(batch))))
+        return step(stage, batch, batch_idx, optimizer)
+
+    method.stage_step = record  # type: ignore[method-assign]
+    trainer = _toy_fit(tmp_path, method, epochs=5)
+    names = [name for name, _ in seen]
+    assert names == sorted(names, key=["saliency", "forget1", "retain1", "forget2", "retain2"].index)
+    assert {keys for name, keys in seen if name.startswith("forget")} == {("forget",)}
+    assert {keys for name, keys in seen if name.startswith("retain")} == {("retain",)}
+    assert not isinstance(method.optimizers(), list)  # one optimiser shared by every pass
+    training_batches = sum(1 for name in names if name != "saliency")
+    assert trainer.global_step == training_batches + 1  # + the saliency stage, counted as one step
+    for name, p in method.model.named_parameters():
+        m = method.saliency_mask.get(name)
+        assert torch.equal(p.detach()[~m], original[name][~m]), name
+    assert any(not torch.equal(p.detach(), original[n]) for n, p in method.model.named_parameters())

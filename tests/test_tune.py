@@ -151,11 +151,25 @@ def test_space_override_and_validation(tmp_path, cache):
     with pytest.raises(ValueError, match="objective must be one or more"):
         tune([ssd_config(tmp_path, cache)], objective="accuracy", out=tmp_path / "x")
     with pytest.raises(ValueError, match="no default search space"):
-        tune(["mnist5k/class_removal/poison"], out=tmp_path / "y")
+        tune(["mnist5k/k16/l2ul"], out=tmp_path / "y")
     with pytest.raises(SystemExit):
         main(["--config", str(ssd_config(tmp_path, cache)), "--space", str(tmp_path / "bad.yaml"), "--trials", "0"])
     for name in ("SSD", "LFSSD", "LAF", "Pruning", "RandomLabel", "Finetune", "GradientAscent", "JiT"):
         assert name in DEFAULT_SPACES
+
+
+def test_every_default_space_searches_arguments_the_method_has():
+    import inspect
+
+    import lightning_unlearn.methods as methods
+
+    for name, space in DEFAULT_SPACES.items():
+        arguments = set(inspect.signature(getattr(methods, name).__init__).parameters)
+        for path, param in space.params.items():
+            assert path.startswith(("model.init_args.", "trainer.")), (name, path)
+            if path.startswith("model.init_args."):
+                assert path.removeprefix("model.init_args.") in arguments, (name, path)
+            assert param.type in ("float", "int", "categorical")
 
 
 def test_stage_epochs_follow_the_sampled_epochs():

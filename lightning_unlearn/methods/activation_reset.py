@@ -12,13 +12,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.base import (
     OptimizerCallable,
     Stage,
     check_choice,
     check_integer,
 )
-from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.precision_common import (
     ACTRESET_SEED_OFFSET,
     PrecisionStage,

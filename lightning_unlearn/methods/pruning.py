@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.base import (
     OptimizerCallable,
     Stage,
     check_integer,
     check_positive,
 )
-from lightning_unlearn.hints import warn_no_effect
 from lightning_unlearn.methods.precision_common import (
     PRUNE_SEED_OFFSET,
     PrecisionStage,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +23,15 @@ from lightning_unlearn.methods.base import (
 from lightning_unlearn.methods.baselines import draw_label_offsets
 from lightning_unlearn.methods.saliency import SELECTIONS, SaliencyMask, forget_gradient_sum, saliency_mask
 from lightning_unlearn.models.cut import detect_num_classes
+from lightning_unlearn.seeding import seeded_generator
 
-SCHEDULES: tuple[str, ...] = ("alternate", "joint")
+SCHEDULES: tuple[str, ...] = ("alternate", "joint", "sequential")
 RANDOM_LABELS: tuple[str, ...] = ("other", "uniform")
+SALIENCY_REDUCTIONS: tuple[str, ...] = ("sample_sum", "batch_mean")
+PRESETS: tuple[str, ...] = ("corrected", "reference")
 MASK_FILE = "salun_mask.pt"
+#: Offset of the seed of the per-step random labels (``fresh_labels``), apart from the other seeded draws.
+FRESH_LABEL_SEED_OFFSET = 7_919
 
 
 class SalUn(MultiStageUnlearningMethod):
@@ -52,11 +57,19 @@ class SalUn(MultiStageUnlearningMethod):
     and is written to ``<log_dir>/salun_mask.pt`` at the end of fit (:meth:`save_mask`). The mask computation
     is reusable by other methods: see :mod:`lightning_unlearn.methods.saliency`.
 
-    Differences from the authors' code: the saliency pass sums per-sample gradients of unaugmented, unshuffled
-    forget batches (the code sums per-batch means of augmented batches, so the mask is not deterministic); random
-    labels are wrong by default (the code draws them over all classes); the forget and retain steps are
-    interleaved within an epoch (the code runs the whole forget pass before the retain pass); the random labels
-    are one fixed table per forget sample, as in :class:`~lightning_unlearn.methods.RandomLabel`.
+    ``schedule="sequential"`` runs, in every unlearning epoch, the whole forget pass and then the whole retain pass
+    (two Lightning epochs, one shared optimiser), as the authors' code does for CIFAR-10 and SVHN.
+
+    Two presets. ``"corrected"`` (default): the saliency pass sums per-sample gradients of unshuffled forget
+    batches (deterministic, batch-size independent); random labels are wrong labels, one fixed table per forget
+    sample (as in :class:`~lightning_unlearn.methods.RandomLabel`); forget and retain steps alternate within an
+    epoch. ``"reference"``, the authors' code (OPTML-Group/Unlearn-Saliency, ``generate_mask.py`` and
+    ``unlearn/RL.py``): the saliency is the absolute value of the signed sum of per-batch *mean* gradients over
+    shuffled forget batches (signs cancel across batches; a short last batch weighs as much as a full one); random
+    labels are drawn afresh for every forget batch, uniformly over all classes (so a sample keeps its true label
+    with probability 1/C); the schedule is ``"sequential"``. The code's training augmentation is not applied
+    (the datamodule's transforms decide). ``trainer.max_epochs`` is 1 (the saliency pass, unless ``mask`` is given)
+    plus ``epochs`` (``2 * epochs`` under ``"sequential"``).
 
     Data: the labelled forget set (with sample indices) and the labelled retain set.
 
@@ -73,13 +86,19 @@ class SalUn(MultiStageUnlearningMethod):
         momentum: Momentum of the default optimiser.
         weight_decay: Weight decay (coupled L2) of the default optimiser.
         optimizer: Optimiser factory replacing the default (its own lr wins).
-        schedule: ``"alternate"`` or ``"joint"`` (see above).
+        schedule: ``"alternate"``, ``"joint"`` or ``"sequential"`` (see above); ``None``: the preset's.
         retain_weight: Weight of the retain cross-entropy under ``"joint"``.
-        random_label: ``"other"`` (uniform over the wrong classes) or ``"uniform"`` (over all classes).
+        random_label: ``"other"`` (uniform over the wrong classes) or ``"uniform"`` (over all classes); ``None``:
+            the preset's.
         selection: ``"topk"`` or ``"threshold"`` (see above).
         legacy_masked_decay: Mask only the gradient (masked-out weights drift under weight decay and momentum).
         saliency_batch_size: Batch size of the saliency pass; ``None`` uses the datamodule's.
-        seed: Seed of the random-label table.
+        seed: Seed of the random-label table (and of the per-batch labels with ``fresh_labels``).
+        fresh_labels: Draw new random labels for every forget batch (seeded by ``seed`` and the step, so a resumed
+            run draws the same) instead of one fixed table; ``None``: the preset's.
+        saliency_reduction: ``"sample_sum"`` (per-sample gradients summed, then the magnitude) or
+            ``"batch_mean"`` (the magnitude of the signed sum of per-batch mean gradients); ``None``: the preset's.
+        preset: ``"corrected"`` or ``"reference"`` (see above).
     """
 
     label_offsets: Tensor
@@ -94,13 +113,16 @@ class SalUn(MultiStageUnlearningMethod):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         optimizer: OptimizerCallable | None = None,
-        schedule: str = "alternate",
+        schedule: str | None = None,
         retain_weight: float = 1.0,
-        random_label: str = "other",
+        random_label: str | None = None,
         selection: str = "topk",
         legacy_masked_decay: bool = False,
         saliency_batch_size: int | None = None,
         seed: int = 0,
+        fresh_labels: bool | None = None,
+        saliency_reduction: str | None = None,
+        preset: Literal["corrected", "reference"] = "corrected",
     ) -> None:
         if not 0.0 < mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio!r}")
@@ -109,15 +131,27 @@ class SalUn(MultiStageUnlearningMethod):
         check_positive("weight_decay", weight_decay, allow_zero=True)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        check_choice("schedule", schedule, SCHEDULES)
+        check_choice("preset", preset, PRESETS)
+        if schedule is not None:
+            check_choice("schedule", schedule, SCHEDULES)
         check_positive("retain_weight", retain_weight, allow_zero=True)
-        check_choice("random_label", random_label, RANDOM_LABELS)
+        if random_label is not None:
+            check_choice("random_label", random_label, RANDOM_LABELS)
+        if saliency_reduction is not None:
+            check_choice("saliency_reduction", saliency_reduction, SALIENCY_REDUCTIONS)
+        if fresh_labels is not None and not isinstance(fresh_labels, bool):
+            raise ValueError(f"fresh_labels must be true, false or None, got {fresh_labels!r}")
         check_choice("selection", selection, SELECTIONS)
         check_integer("saliency_batch_size", saliency_batch_size, 1, optional=True)
         check_integer("seed", seed)
         self._optimizer_factory = optimizer
         super().__init__(model)
         self.num_classes = detect_num_classes(model)
+        reference = preset == "reference"
+        self.schedule: str = schedule if schedule is not None else ("sequential" if reference else "alternate")
+        self.random_label: str = random_label if random_label is not None else ("uniform" if reference else "other")
+        self.fresh_labels: bool = fresh_labels if fresh_labels is not None else reference
+        self.saliency_reduction: str = saliency_reduction or ("batch_mean" if reference else "sample_sum")
         self.register_buffer("label_offsets", torch.zeros(0, dtype=torch.long))
         self._sums: dict[str, Tensor] = {}
         self._count = 0
@@ -133,17 +167,22 @@ class SalUn(MultiStageUnlearningMethod):
         stats = Phase(
             epochs=1,
             splits=("forget",),
-            shuffle=False,
+            shuffle=self.saliency_reduction == "batch_mean",  # the authors' pass runs over shuffled batches
             labelled=True,
             unrepeated=True,
             batch_size=h["saliency_batch_size"],
         )
-        mode: PhaseMode = "max_size" if h["schedule"] == "alternate" else "max_size_cycle"
+        saliency = Stage("saliency", 0 if h["mask"] is not None else 1, stats, trains=False)
+        if self.schedule == "sequential":
+            forget = Phase(epochs=1, splits=("forget",), labelled=True, with_index=True)
+            retain = Phase(epochs=1, splits=("retain",), labelled=True)
+            passes = []
+            for epoch in range(1, int(h["epochs"]) + 1):
+                passes += [Stage(f"forget{epoch}", 1, forget), Stage(f"retain{epoch}", 1, retain)]
+            return [saliency, *passes]
+        mode: PhaseMode = "max_size" if self.schedule == "alternate" else "max_size_cycle"
         unlearn = Phase(epochs=1, splits=("forget", "retain"), mode=mode, labelled=True, with_index=True)
-        return [
-            Stage("saliency", 0 if h["mask"] is not None else 1, stats, trains=False),
-            Stage("unlearn", h["epochs"], unlearn),
-        ]
+        return [saliency, Stage("unlearn", h["epochs"], unlearn)]
 
     def on_fit_start(self) -> None:
         """Load a given mask and draw the random-label table once (both kept when resuming)."""
@@ -157,7 +196,7 @@ class SalUn(MultiStageUnlearningMethod):
         size = len(datamodule.forget_indices)
         if self.label_offsets.numel() != size:
             offsets = draw_label_offsets(
-                size, self.num_classes, self.method_generator(), exclude_true=h["random_label"] == "other"
+                size, self.num_classes, self.method_generator(), exclude_true=self.random_label == "other"
             )
             self.label_offsets = offsets.to(self.device)
 
@@ -189,7 +228,7 @@ class SalUn(MultiStageUnlearningMethod):
         self.model.train()
         h = self.hparams
         forget, retain = batch.get("forget"), batch.get("retain")
-        if h["schedule"] == "joint":
+        if self.schedule == "joint":
             loss = self._forget_loss(forget) + h["retain_weight"] * self._retain_loss(retain)
             self._step(loss, optimizer)
             return loss.detach()
@@ -226,6 +265,18 @@ class SalUn(MultiStageUnlearningMethod):
         params = [p for p in self.model.parameters() if p.requires_grad]
         return self._make_optimizer(params)
 
+    def configure_optimizers(self) -> Any:
+        """One optimiser per training stage; under ``"sequential"`` one optimiser for every pass (the authors')."""
+        if self.schedule != "sequential":
+            return super().configure_optimizers()
+        return self.configure_stage_optimizer(self.active_stages()[-1])
+
+    def _stage_optimizer(self, index: int) -> Any:
+        """Under ``"sequential"`` every pass steps the one shared optimiser."""
+        if self.schedule != "sequential":
+            return super()._stage_optimizer(index)
+        return None if not self.active_stages()[index].trains else self.optimizers()
+
     # ------------------------------------------------------------------ helpers
     def _make_optimizer(self, params: Iterable[nn.Parameter]) -> Optimizer:
         if self._optimizer_factory is not None:
@@ -240,21 +291,35 @@ class SalUn(MultiStageUnlearningMethod):
             return
         x, y, _ = self.labelled_batch(element)
         grads = forget_gradient_sum(self.model, x, y)
+        scale = 1.0 / len(x) if self.saliency_reduction == "batch_mean" and len(x) else 1.0
         for name in self.saliency_mask.names:
-            g = grads[name].to(torch.float64)
+            g = grads[name].to(torch.float64) * scale
             self._sums[name] = self._sums[name] + g if name in self._sums else g
-        self._count += len(x)
+        self._count += len(x) if self.saliency_reduction == "sample_sum" else 1
 
     def _forget_loss(self, element: Any) -> Tensor:
         x, y, index = self.labelled_batch(element)
         if index is None:
             raise RuntimeError("SalUn needs forget batches with sample indices")
-        target = (y + self.label_offsets[index]) % self.num_classes
+        if self.fresh_labels:
+            target = self._fresh_labels(y)
+        else:
+            target = (y + self.label_offsets[index]) % self.num_classes
         loss = F.cross_entropy(self.model(x), target)
         self.log("salun/loss_forget", loss.detach(), on_step=True, on_epoch=True, batch_size=len(x))
         kept = (target == y).float().mean()
         self.log("salun/true_label_kept_fraction", kept, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
+
+    def _fresh_labels(self, y: Tensor) -> Tensor:
+        """New random labels for one forget batch, from ``(seed, step)``: the same after a resume."""
+        generator = seeded_generator(
+            int(self.hparams["seed"]) * 1_000_003, FRESH_LABEL_SEED_OFFSET, int(self.global_step)
+        )
+        if self.random_label == "uniform":
+            return torch.randint(0, self.num_classes, (len(y),), generator=generator).to(y.device)
+        offsets = torch.randint(1, self.num_classes, (len(y),), generator=generator).to(y.device)
+        return (y + offsets) % self.num_classes
 
     def _retain_loss(self, element: Any) -> Tensor:
         x, y, _ = self.labelled_batch(element)
