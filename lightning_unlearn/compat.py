@@ -22,6 +22,7 @@ __all__ = [
     "end_fit_after_current_epoch",
     "is_last_training_batch",
     "record_optimizer_step",
+    "set_max_epochs",
 ]
 
 #: Lightning versions (``major.minor``) the functions of this module were run against.
@@ -104,3 +105,21 @@ def end_fit_after_current_epoch(trainer: Trainer) -> None:
     """
     trainer.should_stop = True
     trainer.fit_loop.max_epochs = trainer.current_epoch + 1
+
+
+def set_max_epochs(trainer: Trainer, max_epochs: int) -> None:
+    """Set the epoch budget of the trainer's fit loop (what ``trainer.max_epochs`` reports).
+
+    Touches ``trainer.fit_loop.max_epochs``: ``Trainer.max_epochs`` is a read-only property of it and Lightning has no
+    public setter. ``Trainer.fit`` fills the attribute from the constructor's ``max_epochs`` (1000 when unset and no
+    ``max_steps`` is given) before the module's ``setup`` hook runs and reads it when deciding whether to stop, so
+    a value set from ``LightningModule.setup("fit")`` governs the run. A method that declares its own epoch budget
+    sets it this way (see :mod:`lightning_unlearn.methods.budget`).
+
+    Args:
+        trainer: The trainer about to fit (inside ``setup("fit")``).
+        max_epochs: The number of epochs to run (>= 0, or -1 for no epoch limit).
+    """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < -1:
+        raise ValueError(f"max_epochs must be an integer >= -1, got {max_epochs!r}")
+    trainer.fit_loop.max_epochs = max_epochs

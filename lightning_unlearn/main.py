@@ -42,7 +42,6 @@ import lightning_unlearn.methods  # noqa: F401  (every method is a known subclas
 from lightning_unlearn.callbacks import (
     ForgettingMetrics,
     RetrainComparison,
-    SplitMetricsCallback,
     StageProgressBar,
     UnlearningCost,
     UnlearningReport,
@@ -52,6 +51,7 @@ from lightning_unlearn.callbacks.summary import PERCENT_PREFIXES
 from lightning_unlearn.datamodules import UnlearningDataModule
 from lightning_unlearn.errors import USER_ERRORS, load_error_reason, user_error_message
 from lightning_unlearn.methods.base import UnlearningMethod
+from lightning_unlearn.methods.budget import trainer_settings
 from lightning_unlearn.presets import configs_command, resolve_config_args
 
 __all__ = ["DEBUG_ENV", "DEFAULT_LOG_DIR", "SUBCOMMAND_DEFAULTS", "UnlearnArgumentParser", "UnlearnCLI", "main", "run"]
@@ -98,7 +98,8 @@ class UnlearnCLI(LightningCLI):
         defaults: dict[str, Any] = {
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "unlearn"},
+                # no placeholder hp_metric: the hparams tab shows the method's and the data's settings
+                "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "unlearn", "default_hp_metric": False},
             },
         }
         defaults.update(kwargs.pop("trainer_defaults", {}))
@@ -142,9 +143,19 @@ class UnlearnCLI(LightningCLI):
             check_checkpoint(self.config[subcommand].get("ckpt_path"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The trainer, with the library's default callbacks added where the configuration has none of the kind."""
+        """The trainer, with the library's default callbacks added where the configuration has none of the kind.
+
+        For ``fit``, a method that declares its epoch budget (:meth:`UnlearningMethod.epoch_budget
+        <lightning_unlearn.methods.base.UnlearningMethod.epoch_budget>`) gives the Trainer its ``max_epochs`` and,
+        when its loaders change between epochs, ``reload_dataloaders_every_n_epochs=1``, unless the configuration
+        sets them (a contradicting value is refused with ``ValueError``).
+        """
         group = self.config_init.get(str(self.subcommand)) or self.config_init
         settings = {**(group.get("trainer") or {}), **kwargs}
+        if self.subcommand in (None, "fit") and isinstance(self.model, UnlearningMethod):
+            budget = trainer_settings(self.model, settings)
+            kwargs.update(budget)
+            settings.update(budget)
         given = settings.get("callbacks") or []
         given = [given] if isinstance(given, Callback) else list(given)
         added = _default_callbacks(settings, given, isinstance(self.datamodule, UnlearningDataModule))
@@ -180,7 +191,7 @@ def _default_callbacks(settings: Mapping[str, Any], configured: Sequence[Any], n
         isinstance(c, ProgressBar) for c in configured
     ):
         added.append(StageProgressBar())
-    if named_splits and not any(isinstance(c, SplitMetricsCallback) for c in configured):
+    if named_splits and not any(isinstance(c, ForgettingMetrics) for c in configured):
         added.append(ForgettingMetrics())
     if not any(isinstance(c, UnlearningCost) for c in configured):
         added.append(UnlearningCost(reference_time_s=_reference_time(configured)))

@@ -94,13 +94,14 @@ class Param:
 
 @dataclass(frozen=True)
 class MethodSpace:
-    """A method's default space and how its stage epochs add up to ``trainer.max_epochs``.
+    """A method's default space and how its stage epochs add up to its epoch budget.
 
     Args:
         params: Dotted config path -> parameter spec.
         stage_epochs: For multi-stage methods, the method arguments holding stage epochs and how many stages each
-            sets (LAF trains two VAEs of ``vae_epochs`` each): a sampled change of ``n`` epochs changes
-            ``trainer.max_epochs`` by ``n`` times that count.
+            sets (LAF trains two VAEs of ``vae_epochs`` each): a sampled change of ``n`` epochs changes the budget
+            by ``n`` times that count. The method derives ``trainer.max_epochs`` from its stages; only a config
+            that still sets it gets it updated.
     """
 
     params: dict[str, Param]

@@ -138,7 +138,12 @@ def _set(config: dict[str, Any], path: str, value: Any) -> None:
 def apply_values(
     config: Mapping[str, Any], values: Mapping[str, Any], space: MethodSpace | None = None
 ) -> dict[str, Any]:
-    """A copy of ``config`` with the dotted-path ``values`` set (stage epochs also update ``trainer.max_epochs``)."""
+    """A copy of ``config`` with the dotted-path ``values`` set.
+
+    A method that declares its epoch budget derives ``trainer.max_epochs`` from its stage epochs, so a config without
+    ``trainer.max_epochs`` (the shipped presets) needs nothing more. A config that sets it (consistently with the
+    stages) gets it updated by the sampled stage-epoch changes, weighted by ``space.stage_epochs``.
+    """
     out = copy.deepcopy(dict(config))
     stage_epochs = space.stage_epochs if space is not None else {}
     added = 0
@@ -148,8 +153,8 @@ def apply_values(
             old = _get(out, path, _signature_default(out, name))
             added += stage_epochs[name] * (int(value) - int(old))
         _set(out, path, value)
-    if added:
-        _set(out, "trainer.max_epochs", int(_get(out, "trainer.max_epochs", 1)) + added)
+    if added and _get(out, "trainer.max_epochs") is not None:
+        _set(out, "trainer.max_epochs", int(_get(out, "trainer.max_epochs")) + added)
     return out
 
 
@@ -647,7 +652,7 @@ def _tune(
                 values = {path: param.suggest(trial, path) for path, param in method_space.params.items()}
                 run_dir = out / "trials" / f"trial_{trial.number:04d}"
                 fitted = runner.run_config(apply_values(base, values, method_space), run_dir)
-                epochs = int(_get(fitted, "trainer.max_epochs", 1) or 1)
+                epochs = _get(fitted, "trainer.max_epochs")  # None: the method's own budget, usually several epochs
                 prune = (
                     {
                         "storage": url,
@@ -656,7 +661,7 @@ def _tune(
                         "tolerance": tolerance,
                         "pruner_args": pruner_args,
                     }
-                    if use_pruner and epochs > 1
+                    if use_pruner and (epochs is None or int(epochs) > 1)
                     else None
                 )
                 jobs.append(

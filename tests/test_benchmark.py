@@ -189,7 +189,8 @@ def test_every_preset_builds_through_the_cli(method, tmp_path, cache):
     cli = UnlearnCLI(args=["--config", str(config)], run=False)
     shipped = yaml.safe_load(preset_path(method, scenario).read_text())
     assert type(cli.model).__name__ == shipped["model"]["class_path"].rsplit(".", 1)[1]
-    assert cli.trainer.max_epochs == shipped["trainer"]["max_epochs"]
+    # the shipped value, or the method's own budget for a preset that leaves max_epochs to the method
+    assert cli.trainer.max_epochs == shipped["trainer"].get("max_epochs", cli.model.required_epochs())
     if "seed" in cli.model.hparams:
         assert cli.model.hparams["seed"] == 0
 

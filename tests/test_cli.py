@@ -70,17 +70,18 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
     for name, tiny in (("pgd_iters", 2), ("num_adv_per_instance", 2)):
         if name in method_args:  # keep adversarial pre-passes tiny
             method_args[name] = tiny
-    trainer = cfg.setdefault("trainer", {})
+    trainer = cfg.setdefault("trainer", {}) or {}
+    cfg["trainer"] = trainer
     if "vae_epochs" in method_args or "unlearn_epochs" in method_args:  # LAF: one epoch per stage
         method_args.update(vae_epochs=1, unlearn_epochs=1, repair_epochs=1)
-        trainer["max_epochs"] = 3 + int(bool(method_args.get("repair", False)))
     if init.get("image_size"):  # keep upscaling configs (LAF at 224 x 224) at their native size
         init["image_size"] = None
-    if "reload_dataloaders_every_n_epochs" not in trainer:
-        # Single-phase methods and pretraining: two epochs exercise the loop (multi-stage plans keep theirs).
-        trainer["max_epochs"] = min(int(trainer.get("max_epochs", 2)), 2)
-        if "epochs" in method_args:  # methods that check their epoch count against the trainer's
-            method_args["epochs"] = trainer["max_epochs"]
+    if "max_epochs" in trainer:
+        # Methods whose budget is the trainer's, and pretraining: two epochs exercise the loop.
+        trainer["max_epochs"] = min(int(trainer["max_epochs"]), 2)
+    if "epochs" in method_args:
+        # Methods that declare their budget from ``epochs``: the trainer's max_epochs follows (not set here).
+        method_args["epochs"] = min(int(method_args["epochs"]), 2)
     trainer.update(
         {
             "accelerator": "cpu",

@@ -114,6 +114,23 @@ def test_end_fit_after_current_epoch_stops_validates_and_reports_the_epoch_as_la
     assert validations.epochs == [(0, 50), (1, 2)]  # validated at the stopping epoch, already seen as the last
 
 
+def test_set_max_epochs_from_setup_governs_the_run(tmp_path):
+    class _ThreeEpochs(_Linear):
+        def setup(self, stage: str) -> None:
+            if stage == "fit":
+                compat.set_max_epochs(self.trainer, 3)
+
+    epochs: list[int] = []
+    module = _ThreeEpochs()
+    module.hook = lambda m, batch_idx: epochs.append(m.current_epoch) if batch_idx == 0 else None
+    trainer = quiet_trainer(tmp_path, max_epochs=None)
+    trainer.fit(module, train_dataloaders=_loader(4))  # max_epochs not given: Lightning's 1000 is replaced
+    assert epochs == [0, 1, 2]
+    assert trainer.current_epoch == trainer.max_epochs == 3
+    with pytest.raises(ValueError, match="integer >= -1"):
+        compat.set_max_epochs(trainer, -2)
+
+
 def test_ddp_allow_unused_parameters_sets_the_flag_unless_the_user_chose(tmp_path):
     trainer = Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False, default_root_dir=str(tmp_path))
     assert isinstance(trainer.strategy, DDPStrategy)

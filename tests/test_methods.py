@@ -245,7 +245,15 @@ def test_multi_stage_checks_max_epochs_and_reload(tmp_path):
             ToyStages(tiny_model()), datamodule=_stage_data()
         )
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
-        make_trainer(tmp_path, max_epochs=4).fit(ToyStages(tiny_model()), datamodule=_stage_data())
+        make_trainer(tmp_path, max_epochs=4, reload_dataloaders_every_n_epochs=2).fit(
+            ToyStages(tiny_model()), datamodule=_stage_data()
+        )
+    # Lightning's default (no reload) is raised to every epoch: the stages get their own data.
+    method = ToyStages(tiny_model())
+    trainer = make_trainer(tmp_path, max_epochs=4)
+    trainer.fit(method, datamodule=_stage_data())
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+    assert method.ends == [(0, "a"), (1, "stats"), (3, "b")]
 
 
 def test_multi_stage_refuses_a_second_fit(tmp_path):

@@ -176,7 +176,12 @@ def test_stage_epochs_follow_the_sampled_epochs():
     from lightning_unlearn.presets import config_path
 
     config = load_config(["mnist5k/class_removal/laf"])
-    total, unlearn = config["trainer"]["max_epochs"], config["model"]["init_args"]["unlearn_epochs"]
+    unlearn = config["model"]["init_args"]["unlearn_epochs"]
+    assert "max_epochs" not in config["trainer"]  # the shipped preset: LAF derives it from its stages
+    tuned = apply_values(config, {"model.init_args.unlearn_epochs": unlearn + 3}, DEFAULT_SPACES["LAF"])
+    assert tuned["model"]["init_args"]["unlearn_epochs"] == unlearn + 3 and "max_epochs" not in tuned["trainer"]
+    # A user config that still sets a (consistent) max_epochs gets it updated with the sampled stage epochs.
+    config["trainer"]["max_epochs"] = total = 2 * config["model"]["init_args"]["vae_epochs"] + unlearn
     tuned = apply_values(config, {"model.init_args.unlearn_epochs": unlearn + 3}, DEFAULT_SPACES["LAF"])
     assert tuned["trainer"]["max_epochs"] == total + 3 and config["trainer"]["max_epochs"] == total  # copy edited
     fragment = load_config(["mnist5k/class_removal/ssd", _fragment()])  # later fragments win, the rest is kept

@@ -195,6 +195,19 @@ class UnlearningDataModule(LightningDataModule):
         self._retain_samples: dict[tuple[int, int], Tensor] = {}
         self._last_retain_sample: tuple[int, Tensor] | None = None
         self._splits_path: Path | None = None
+        # Logged beside the method's arguments (TensorBoard's hparams, the checkpoint): which data, which scenario.
+        self.save_hyperparameters(
+            {
+                "data/class": type(self).__name__,
+                "data/scenario": repr(scenario),
+                "data/mode": mode,
+                "data/seed": seed,
+                "data/shuffle_seed": shuffle_seed,
+                "data/batch_size": batch_size,
+                "data/train_augment": train_augment,
+                "data/preset": preset,
+            }
+        )
 
     # ------------------------------------------------------------------------------------------------ dataset
     def load_raw(self) -> RawData:

@@ -45,8 +45,8 @@ class ActivationReset(_PrecisionMultiStage):
     flagged when ``A_f[c] > A_r[c]`` at more than ``toll * H * W`` positions, its whole filter is replaced by a
     fresh Kaiming-normal draw (BN kept); with ``reset_head`` the whole final linear weight is redrawn (bias kept)
     → ``finetune`` (labelled retain set, ``retain_epochs``, lr ``retain_lr``, new SGD momentum 0.9, Nesterov,
-    weight decay 5e-4). Set ``trainer.max_epochs = 1 + retain_epochs`` and
-    ``reload_dataloaders_every_n_epochs: 1``.
+    weight decay 5e-4). The epoch budget ``1 + retain_epochs`` follows from the stages (``trainer.max_epochs`` is
+    set from it and the loaders are rebuilt every epoch).
 
     The authors' code (``preset="reference"``) differs from the corrected default in four switches: the retain
     sums are divided by |R| instead of |S| (``retain_mean_divisor``); the statistics pass runs with BN in train

@@ -105,7 +105,7 @@ class BadTeaching(GradientUnlearningMethod):
     Args:
         model: The trained classifier to unlearn (the student; its copy is the competent teacher).
         lr: Learning rate of the default Adam optimiser.
-        epochs: Training epochs; must equal ``trainer.max_epochs``.
+        epochs: Training epochs (the method's epoch budget: ``trainer.max_epochs`` is set from it).
         batch_size: Batch size of the mixed forget + retain-sample loader.
         retain_fraction: Fraction of the retain set in the retain sample, in (0, 1].
         retain_sample_size: Size of the retain sample; overrides ``retain_fraction`` when given.
@@ -119,6 +119,7 @@ class BadTeaching(GradientUnlearningMethod):
     """
 
     needs_labels = False
+    budget_argument = "epochs"
 
     def __init__(
         self,
@@ -174,8 +175,6 @@ class BadTeaching(GradientUnlearningMethod):
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """One shuffled, unlabelled loader over the forget set followed by the retain sample, with positions."""
         epochs = int(self.hparams["epochs"])
-        if max_epochs != epochs:
-            raise ValueError(f"BadTeaching runs epochs={epochs}; set trainer.max_epochs={epochs} (got {max_epochs})")
         datamodule: Any = getattr(self.trainer, "datamodule", None)
         if datamodule is None or getattr(datamodule, "forget_indices", None) is None:
             raise RuntimeError("BadTeaching needs an UnlearningDataModule (it reads the forget-set size)")

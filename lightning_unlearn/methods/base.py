@@ -1,8 +1,9 @@
 """Base classes of every unlearning method, one per training regime.
 
 * :class:`UnlearningMethod` stores the injected classifier, saves the plain hyperparameters (never objects,
-  so checkpoints load with ``weights_only=True``), installs the method's training plan on the datamodule and
-  provides the evaluation steps that the metric callbacks consume.
+  so checkpoints load with ``weights_only=True``), applies the method's epoch budget to the Trainer
+  (:meth:`UnlearningMethod.epoch_budget`, :mod:`lightning_unlearn.methods.budget`), installs the method's training
+  plan on the datamodule and provides the evaluation steps that the metric callbacks consume.
 * :class:`GradientUnlearningMethod`: automatic optimisation with one injected optimiser (finetune, gradient
   ascent, L2UL).
 * :class:`MultiStageUnlearningMethod`: manual optimisation over declared :class:`Stage` s, one optimiser per
@@ -33,6 +34,7 @@ from torch.optim import Optimizer
 
 from lightning_unlearn.compat import ddp_allow_unused_parameters, is_last_training_batch, record_optimizer_step
 from lightning_unlearn.datamodules.phases import Phase, phase_at, plan_epochs
+from lightning_unlearn.methods.budget import EpochBudget, apply_budget
 from lightning_unlearn.validation import check_choice as check_choice  # re-exported: methods import it from here
 from lightning_unlearn.validation import check_integer as check_integer
 from lightning_unlearn.validation import check_positive as check_positive
@@ -92,6 +94,9 @@ class UnlearningMethod(LightningModule):
     Attributes:
         needs_labels: ``False`` when the method never reads labels of the training splits; it then receives
             inputs only.
+        budget_argument: Name of the hyperparameter holding the number of epochs the method runs (e.g.
+            ``"epochs"`` for a method whose schedule has a fixed length); ``None`` (default): the method declares
+            no budget of its own and ``trainer.max_epochs`` is the budget. See :meth:`epoch_budget`.
         train_splits: Training split names served in each dict batch (default plan).
         data_modes: Datamodule modes the method accepts.
         check_finite: Stop the run with :class:`FloatingPointError` on a NaN/inf gradient (checked before each
@@ -104,6 +109,7 @@ class UnlearningMethod(LightningModule):
     """
 
     needs_labels: ClassVar[bool] = True
+    budget_argument: ClassVar[str | None] = None
     train_splits: ClassVar[tuple[str, ...]] = ("forget", "retain")
     data_modes: ClassVar[tuple[str, ...]] = ("unlearn",)
     check_finite: bool = True
@@ -138,12 +144,34 @@ class UnlearningMethod(LightningModule):
         return self.model(x)
 
     # ------------------------------------------------------------------ training data
+    def epoch_budget(self) -> EpochBudget | None:
+        """The epochs the method runs and whether its loaders change between epochs; ``None``: the trainer's.
+
+        Default: from :attr:`budget_argument` (one phase, loaders kept), or ``None`` without one. When ``fit``
+        starts, :func:`~lightning_unlearn.methods.budget.apply_budget` sets an unset ``trainer.max_epochs`` from
+        it (and ``reload_dataloaders_every_n_epochs`` when the loaders change) and refuses a contradicting value.
+        """
+        if self.budget_argument is None:
+            return None
+        epochs = int(self.hparams[self.budget_argument])
+        return EpochBudget(epochs, detail=f"{self.budget_argument}={epochs}")
+
+    def required_epochs(self) -> int | None:
+        """The number of epochs the method runs (``None``: ``trainer.max_epochs`` is the budget)."""
+        budget = self.epoch_budget()
+        return None if budget is None else budget.epochs
+
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """Training data per epoch; default: one phase of ``train_splits`` for the whole run."""
         return [Phase(epochs=max(1, max_epochs), splits=self.train_splits, labelled=self.needs_labels)]
 
     def setup(self, stage: str) -> None:
-        """Check the datamodule's mode and install the training plan before loaders are built."""
+        """Check the datamodule's mode, apply the epoch budget, then install the training plan before loaders exist.
+
+        Raises:
+            ValueError: If the datamodule's mode is not one of :attr:`data_modes`, or the trainer's ``max_epochs``
+                or ``reload_dataloaders_every_n_epochs`` contradict the method's :meth:`epoch_budget`.
+        """
         if stage != "fit" or self._trainer is None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -152,6 +180,7 @@ class UnlearningMethod(LightningModule):
             raise ValueError(
                 f"{type(self).__name__} needs a datamodule with mode in {self.data_modes}, got mode={mode!r}"
             )
+        apply_budget(self.trainer, self)
         if datamodule is not None and hasattr(datamodule, "set_train_plan") and mode == "unlearn":
             max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
             datamodule.set_train_plan(self.train_plan(int(max_epochs)))
@@ -365,8 +394,9 @@ class MultiStageUnlearningMethod(UnlearningMethod):
     Subclasses implement :meth:`stages`, :meth:`configure_stage_optimizer` and :meth:`stage_step` (and, for
     statistics stages, :meth:`stage_end`). The current stage is derived from ``current_epoch``; which stage
     ends have run is kept in the persistent buffer ``completed_stages``, so a run resumed from any checkpoint
-    lands in the right stage and never repeats or skips an edit. ``trainer.max_epochs`` must equal the sum of
-    the stage epochs.
+    lands in the right stage and never repeats or skips an edit. The epoch budget is the sum of the stage epochs
+    (:meth:`epoch_budget`): ``trainer.max_epochs`` is set from it, and the loaders are rebuilt every epoch when
+    there is more than one stage.
     """
 
     completed_stages: Tensor
@@ -418,20 +448,23 @@ class MultiStageUnlearningMethod(UnlearningMethod):
         """Name of the current stage (shown by the progress bar)."""
         return self.current_stage.name
 
-    def train_plan(self, max_epochs: int) -> list[Phase]:
-        """One phase per stage, with the stage's epochs; checks ``max_epochs`` against the stages."""
+    def epoch_budget(self) -> EpochBudget:
+        """The sum of the stage epochs; the loaders change between epochs when there is more than one stage.
+
+        Raises:
+            ValueError: If no stage lasts an epoch or more.
+        """
         stages = self.active_stages()
         if not stages:
             raise ValueError(f"{type(self).__name__} declares no stage with epochs > 0")
-        plan = self._stage_phases()
-        total = plan_epochs(plan)
-        if max_epochs != total:
-            names = ", ".join(f"{s.name}={s.epochs}" for s in stages)
-            raise ValueError(
-                f"{type(self).__name__} runs {total} epochs ({names}); set trainer.max_epochs={total} "
-                f"(got {max_epochs}) and trainer.reload_dataloaders_every_n_epochs=1"
-            )
-        return plan
+        detail = ", ".join(f"{s.name}={s.epochs}" for s in stages)
+        return EpochBudget(plan_epochs(self._stage_phases()), reload_dataloaders=len(stages) > 1, detail=detail)
+
+    def train_plan(self, max_epochs: int) -> list[Phase]:
+        """One phase per stage, with the stage's epochs (their sum is the :meth:`epoch_budget`)."""
+        if not self.active_stages():
+            raise ValueError(f"{type(self).__name__} declares no stage with epochs > 0")
+        return self._stage_phases()
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """One optimiser per training stage, in stage order (statistics stages have none)."""
@@ -556,7 +589,7 @@ class OnePassUnlearningMethod(MultiStageUnlearningMethod):
     Subclasses implement :meth:`accumulate` (called per batch under ``no_grad`` unless it enables gradients
     itself) and :meth:`apply_edit` (called once, after the pass, with every rank holding the reduced
     statistics). The persistent ``fitted`` buffer marks an edited model; fitting it again raises
-    ``RuntimeError``. Run with ``trainer.max_epochs=1``.
+    ``RuntimeError``. The epoch budget is the single statistics epoch (``trainer.max_epochs`` is set to 1).
     """
 
     fitted: Tensor

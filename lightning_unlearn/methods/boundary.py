@@ -200,9 +200,10 @@ def _resolve(value: Any, preset: str, corrected: Any, reference: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------------------- methods
 class _BoundaryBase(GradientUnlearningMethod):
-    """Shared SGD default, epoch check and argument checks of the two boundary methods."""
+    """Shared SGD default, epoch budget (``epochs``) and argument checks of the two boundary methods."""
 
     train_splits = ("forget",)
+    budget_argument = "epochs"
 
     def __init__(
         self,
@@ -228,13 +229,6 @@ class _BoundaryBase(GradientUnlearningMethod):
         h = self.hparams
         return torch.optim.SGD(params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"])
 
-    def _check_epochs(self, max_epochs: int) -> None:
-        epochs = int(self.hparams["epochs"])
-        if max_epochs != epochs:
-            raise ValueError(
-                f"{type(self).__name__} runs epochs={epochs}; set trainer.max_epochs={epochs} (got {max_epochs})"
-            )
-
 
 class BoundaryShrink(_BoundaryBase):
     """Boundary Shrink: fine-tune each forget sample towards the class of its nearest adversarial neighbour.
@@ -245,9 +239,9 @@ class BoundaryShrink(_BoundaryBase):
     ``x'``. The classifier is then fine-tuned (train mode) with ``CE(model(x), y_neighbour)`` on the clean
     forget samples, so the forget region shrinks into its neighbouring classes.
 
-    Regime: gradient (automatic optimisation), ``epochs`` passes over the forget set (must equal
-    ``trainer.max_epochs``), default SGD lr 1e-5, momentum 0.9, weight decay 5e-4, constant lr. Data: the
-    labelled forget set with sample indices; no retain data. Aimed at class removal, as in the paper.
+    Regime: gradient (automatic optimisation), ``epochs`` passes over the forget set (the epoch budget), default SGD
+    lr 1e-5, momentum 0.9, weight decay 5e-4, constant lr. Data: the labelled forget set with sample indices; no
+    retain data. Aimed at class removal, as in the paper.
 
     Corrected default (``preset="corrected"``): the neighbour is the best class other than the true one
     (``neighbor="exclude_true"``), and the neighbour labels are computed once, at fit start, from the
@@ -267,7 +261,7 @@ class BoundaryShrink(_BoundaryBase):
 
     Args:
         model: The trained classifier to unlearn.
-        epochs: Passes over the forget set (must equal ``trainer.max_epochs``).
+        epochs: Passes over the forget set (the epoch budget: ``trainer.max_epochs`` is set from it).
         lr: Learning rate of the default SGD optimiser.
         bound: FGSM step (L-infinity radius) in [0, 1] pixel units.
         quantize_levels: Round the neighbour to a ``1 / levels`` grid (255: 8-bit images); ``None``: no rounding.
@@ -324,7 +318,6 @@ class BoundaryShrink(_BoundaryBase):
 
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """The labelled forget set with sample indices, shuffled."""
-        self._check_epochs(max_epochs)
         return [Phase(epochs=max(1, max_epochs), splits=("forget",), labelled=True, with_index=True)]
 
     def on_fit_start(self) -> None:
@@ -396,9 +389,9 @@ class BoundaryExpanding(_BoundaryBase):
     with ``load_classifier(arch, C, ...)``. While the head is expanded, evaluation scores the first ``C`` logits
     (exactly the pruned classifier); before the first step, always (the original classifier).
 
-    Regime: gradient (automatic optimisation), ``epochs`` passes over the forget set (must equal
-    ``trainer.max_epochs``), default SGD lr 1e-5, momentum 0.9, weight decay 5e-4, constant lr. Data: the forget
-    set, inputs only. Aimed at class removal, as in the paper.
+    Regime: gradient (automatic optimisation), ``epochs`` passes over the forget set (the epoch budget), default SGD
+    lr 1e-5, momentum 0.9, weight decay 5e-4, constant lr. Data: the forget set, inputs only. Aimed at class
+    removal, as in the paper.
 
     The final linear layer is the last ``nn.Linear`` of the head named by ``head_name`` (default: the
     classifier's head as the library resolves it; when none is found, the classifier's last ``nn.Linear``,
@@ -418,7 +411,7 @@ class BoundaryExpanding(_BoundaryBase):
         model: The trained classifier to unlearn.
         head_name: Name of the head submodule; ``None`` uses the classifier's head (its ``head_name``), or its
             last ``nn.Linear`` when no head is found.
-        epochs: Passes over the forget set (must equal ``trainer.max_epochs``).
+        epochs: Passes over the forget set (the epoch budget: ``trainer.max_epochs`` is set from it).
         lr: Learning rate of the default SGD optimiser.
         prune_shadow: Remove the shadow output at fit end; ``None`` follows the preset.
         momentum: SGD momentum.
@@ -476,7 +469,6 @@ class BoundaryExpanding(_BoundaryBase):
 
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """The forget set, inputs only, shuffled."""
-        self._check_epochs(max_epochs)
         return [Phase(epochs=max(1, max_epochs), splits=("forget",), labelled=False)]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.methods.base import GradientUnlearningMethod, OptimizerCallable, check_choice, check_positive
+from lightning_unlearn.methods.budget import EpochBudget
 from lightning_unlearn.methods.ssd import GlobalBatches, per_rank_batch_size
 from lightning_unlearn.models.normalize import normalization_stats
 from lightning_unlearn.seeding import seeded_generator
@@ -52,9 +53,10 @@ class JiT(GradientUnlearningMethod):
     (logits, plain L2 norms, post-clip distance); a batch's loss is the **sum** over its samples (``reduction``).
     Noise and clipping act in the classifier's normalised space (through its ``normalize`` statistics).
 
-    Regime: gradient (automatic optimisation), exactly one epoch (``trainer.max_epochs=1``): one step per forget
-    batch of the datamodule's ``batch_size`` (the global batch ``B``), unshuffled. Data: forget **inputs only**
-    (zero-shot: no labels, no retain data). Default optimiser: plain SGD with ``lr`` (no momentum, no decay).
+    Regime: gradient (automatic optimisation), exactly one epoch (its epoch budget: ``trainer.max_epochs`` is set
+    to 1): one step per forget batch of the datamodule's ``batch_size`` (the global batch ``B``), unshuffled. Data:
+    forget **inputs only** (zero-shot: no labels, no retain data). Default optimiser: plain SGD with ``lr`` (no
+    momentum, no decay).
     Budget: ``ceil(|forget| / B)`` steps; with the batch loss a sum over samples, the total update scales with
     ``lr * |forget|`` and hardly with ``B``, so ``lr`` is the knob (the published value moves too much on small
     networks; the shipped mnist5k configs carry measured values).
@@ -144,12 +146,12 @@ class JiT(GradientUnlearningMethod):
     def _world_size(self) -> int:
         return 1 if self._trainer is None else int(self.trainer.world_size)
 
+    def epoch_budget(self) -> EpochBudget:
+        """Exactly one epoch: a single pass over the forget set."""
+        return EpochBudget(1, detail="one pass over the forget set")
+
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """One unshuffled, unlabelled pass over ``forget`` with global batch ``B`` (``B / W`` per rank)."""
-        if max_epochs != 1:
-            raise ValueError(
-                f"JiT makes exactly one pass over the forget set: set trainer.max_epochs=1 (got {max_epochs})"
-            )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self._global_batch_size = int(getattr(datamodule, "batch_size", 128))
         batch = per_rank_batch_size(self._global_batch_size, self._world_size())

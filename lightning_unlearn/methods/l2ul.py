@@ -102,7 +102,8 @@ class L2UL(GradientUnlearningMethod):
     evaluated in eval mode; training stops as soon as it is fully misclassified (relabel: fully predicted as ``y*``)
     or after ``max_epochs`` epochs of adversarial batches (of forget batches for ``naive``). On stopping, the
     current trainer epoch is made the last one (``trainer.max_epochs`` too) and validated, so metric callbacks
-    report the final model; the trainer's own limits are only a safety net. Calling ``fit`` again (new trainer)
+    report the final model; the trainer's own limits are only a safety net (L2UL declares no epoch budget: the
+    trainer's ``max_epochs`` is kept as given, its stopping rule ends the run). Calling ``fit`` again (new trainer)
     runs a new request: ``theta0``, the adversarial set and ``Omega~`` are recomputed (see :func:`run_continual`).
 
     Data: the labelled forget split only (sequential, unaugmented, with sample indices); no retain data.

@@ -144,8 +144,8 @@ class LAF(MultiStageUnlearningMethod):
     ``laf/vae_forget_{loss,recon,kl}``, ``laf/ue_loss``, ``laf/ue_retain_term``, ``laf/ue_forget_term``,
     ``laf/ra_loss``, ``laf/ra_align_term``, ``laf/ra_repel_term``, ``laf/repair_loss``.
 
-    Run with ``trainer.max_epochs = 2V + U + R`` and ``reload_dataloaders_every_n_epochs=1``; the datamodule's
-    ``batch_size`` (32 in the paper) is used by every stage.
+    The epoch budget ``2V + U + R`` follows from the stages (``trainer.max_epochs`` is set from it and the loaders
+    are rebuilt every epoch); the datamodule's ``batch_size`` (32 in the paper) is used by every stage.
 
     Reference: S. Shen, C. Zhang, Y. Zhao, A. Bialkowski, W. Chen, M. Xu. *Label-Agnostic Forgetting: A
     Supervision-Free Unlearning in Deep Models.* ICLR 2024. arXiv:2404.00506. Code: ShaofeiShen768/LAF.

@@ -43,6 +43,7 @@ class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
     """Shared code of :class:`Poison` and :class:`PoisonFull`."""
 
     stage_label: str = "poison"
+    budget_argument = "epochs"
 
     def __init__(
         self,
@@ -59,13 +60,6 @@ class _PoisonBase(_RandomLabels, GradientUnlearningMethod):
         """SGD(lr, momentum 0.9, Nesterov, weight decay 5e-4) from the hyperparameters."""
         h = self.hparams
         return stage_sgd(params, h["lr"], h["momentum"], h["weight_decay"], h["nesterov"])
-
-    def _check_epochs(self, max_epochs: int) -> None:
-        epochs = int(self.hparams["epochs"])
-        if max_epochs != epochs:
-            raise ValueError(
-                f"{type(self).__name__} runs epochs={epochs}; set trainer.max_epochs={epochs} (got {max_epochs})"
-            )
 
     def on_fit_start(self) -> None:
         """Draw the random labels once (kept when restored from a checkpoint)."""
@@ -103,7 +97,7 @@ class Poison(_PoisonBase):
     (uniform over all classes, true class included), ``epochs`` passes (default 1: ⌈|F|/128⌉ steps), SGD lr 7e-4,
     momentum 0.9, Nesterov, weight decay 5e-4, constant lr, shuffled. No retain data. Splits: ``forget`` with
     sample indices; labels are read only for the ``poison/true_label_kept_fraction`` diagnostic (and
-    ``exclude_true_label``). Set ``trainer.max_epochs = epochs``.
+    ``exclude_true_label``). The epoch budget is ``epochs`` (``trainer.max_epochs`` is set from it).
 
     Reference: M. Krähenmann, L. Neubecker, V. Strozzi, I. Martinelli, "Forget with Precision: Assessing Machine
     Unlearning Approaches", ETH Zürich, 2023 (``poison(lr=0.0007, epochs=1)``).
@@ -111,7 +105,7 @@ class Poison(_PoisonBase):
     Args:
         model: The trained classifier to unlearn.
         lr: Learning rate.
-        epochs: Number of passes over the forget set (must equal ``trainer.max_epochs``).
+        epochs: Number of passes over the forget set (the epoch budget: ``trainer.max_epochs`` is set from it).
         exclude_true_label: Draw labels among the wrong classes only (library extension; default False).
         seed: Seed of the random labels; ``None``: the run's global seed (``seed_everything``), else 0.
         momentum: SGD momentum.
@@ -147,7 +141,6 @@ class Poison(_PoisonBase):
 
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """The labelled forget set with sample indices, shuffled."""
-        self._check_epochs(max_epochs)
         return [Phase(epochs=max(1, max_epochs), splits=("forget",), labelled=True, with_index=True)]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -168,7 +161,8 @@ class PoisonFull(_PoisonBase):
     Regime: gradient (automatic optimisation), one stage ``poison_full``: ``retain + forget`` (one loader over
     the union, forget samples with fixed random labels), ``epochs`` passes, SGD lr 2e-3, momentum 0.9, Nesterov,
     weight decay 5e-4, ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped per epoch. Splits: labelled
-    ``retain`` and ``forget`` (with union positions). Set ``trainer.max_epochs = epochs``.
+    ``retain`` and ``forget`` (with union positions). The epoch budget is ``epochs`` (``trainer.max_epochs`` is set
+    from it).
 
     Quirk (``preset="reference"``): the union is iterated unshuffled (retain in index order, then every
     poisoned sample: each epoch ends with ⌈|F|/128⌉ poisoned-only steps); corrected: shuffled.
@@ -179,7 +173,7 @@ class PoisonFull(_PoisonBase):
     Args:
         model: The trained classifier to unlearn.
         lr: Initial learning rate.
-        epochs: Number of passes over the union (must equal ``trainer.max_epochs``).
+        epochs: Number of passes over the union (the epoch budget: ``trainer.max_epochs`` is set from it).
         schedule: ``"cosine"`` (reference) or ``"constant"``.
         shuffle: Shuffle the union; ``None`` follows the preset.
         exclude_true_label: Draw labels among the wrong classes only (default False).
@@ -231,7 +225,6 @@ class PoisonFull(_PoisonBase):
 
     def train_plan(self, max_epochs: int) -> list[Phase]:
         """One loader over ``retain+forget`` with union positions."""
-        self._check_epochs(max_epochs)
         return [
             Phase(
                 epochs=max(1, max_epochs),
@@ -277,8 +270,8 @@ class Hybrid(_PrecisionMultiStage):
     Regime: multi-stage (manual optimisation). Stages: ``poison`` (forget set with fixed random labels,
     ``forget_epochs``, lr ``forget_lr``, shuffled) → ``recover`` (retain set, ``retain_epochs``, lr
     ``retain_lr``, new optimiser). Each stage: SGD momentum 0.9, Nesterov, weight decay 5e-4, constant lr.
-    Splits: labelled ``forget`` (with indices) and ``retain``. Set ``trainer.max_epochs = forget_epochs +
-    retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
+    Splits: labelled ``forget`` (with indices) and ``retain``. The epoch budget ``forget_epochs + retain_epochs``
+    follows from the stages (``trainer.max_epochs`` is set from it and the loaders are rebuilt every epoch).
 
     Quirk (``preset="reference"``): the retain loader is not shuffled; corrected: shuffled.
 

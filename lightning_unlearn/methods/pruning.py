@@ -135,7 +135,8 @@ class Pruning(_PruningBase):
     quantile))`` (Kaiming-normal fan-in draws from the seeded generator; biases, norm parameters and buffers
     untouched), then the copy is freed → ``finetune`` (retain set, ``retain_epochs``, lr ``retain_lr``). Each stage:
     new SGD, momentum 0.9, Nesterov, weight decay 5e-4, constant lr. Splits: labelled ``forget`` and ``retain``.
-    Set ``trainer.max_epochs = overfit_epochs + retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
+    The epoch budget ``overfit_epochs + retain_epochs`` follows from the stages (``trainer.max_epochs`` is set from
+    it and the loaders are rebuilt every epoch).
 
     Quirk (``preset="reference"``): the retain loader is not shuffled.
 
@@ -280,8 +281,9 @@ class PruningComplex(_PruningBase):
     ``overfit_epochs``, lr ``retain_overfit_lr``) → edit: for every tensor with >= 2 dims,
     ``reinit(θ, change_mask(θ0, A, q) & change_mask(θ0, B, q))``, copies freed → ``finetune`` (retain set,
     ``retain_epochs``, lr ``retain_lr``). Each stage: new SGD, momentum 0.9, Nesterov, weight decay 5e-4,
-    constant lr. Splits: labelled ``forget``, ``retain_sample`` and ``retain``. Set ``trainer.max_epochs =
-    2 * overfit_epochs + retain_epochs`` and ``reload_dataloaders_every_n_epochs: 1``.
+    constant lr. Splits: labelled ``forget``, ``retain_sample`` and ``retain``. The epoch budget ``2 *
+    overfit_epochs + retain_epochs`` follows from the stages (``trainer.max_epochs`` is set from it and the loaders
+    are rebuilt every epoch).
 
     Quirks (``preset="reference"``): copy B trains at ``overfit_lr // 3`` = 0.0, so B never moves, its mask
     is empty and nothing is reset; corrected: ``overfit_lr / 3``; the retain loader is not shuffled.

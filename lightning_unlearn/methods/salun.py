@@ -68,8 +68,9 @@ class SalUn(MultiStageUnlearningMethod):
     shuffled forget batches (signs cancel across batches; a short last batch weighs as much as a full one); random
     labels are drawn afresh for every forget batch, uniformly over all classes (so a sample keeps its true label
     with probability 1/C); the schedule is ``"sequential"``. The code's training augmentation is not applied
-    (the datamodule's transforms decide). ``trainer.max_epochs`` is 1 (the saliency pass, unless ``mask`` is given)
-    plus ``epochs`` (``2 * epochs`` under ``"sequential"``).
+    (the datamodule's transforms decide). The epoch budget, 1 (the saliency pass, unless ``mask`` is given) plus
+    ``epochs`` (``2 * epochs`` under ``"sequential"``), follows from the stages (``trainer.max_epochs`` is set from
+    it).
 
     Data: the labelled forget set (with sample indices) and the labelled retain set.
 

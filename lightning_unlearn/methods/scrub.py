@@ -155,7 +155,8 @@ class SCRUB(MultiStageUnlearningMethod):
 
     Regime: multi-stage (manual optimisation), one Lightning epoch per pass: stages ``max``/``min`` alternate for
     the first ``M = min(max_epochs_forget, epochs)`` SCRUB epochs, then one ``min`` stage of ``epochs - M``
-    epochs. Set ``trainer.max_epochs = epochs + M`` and ``reload_dataloaders_every_n_epochs: 1``. Splits:
+    epochs. The epoch budget ``epochs + M`` follows from the stages (``trainer.max_epochs`` is set from it and the
+    loaders are rebuilt every epoch). Splits:
     ``forget`` (shuffled, labels not served) and labelled ``retain`` (shuffled), each with its own batch size;
     SCRUB+R also evaluates on the ``forget`` and ``test`` splits.
 

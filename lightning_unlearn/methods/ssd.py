@@ -118,7 +118,7 @@ class SSD(OnePassUnlearningMethod):
     per-sample gradients instead (batch-size independent, another scale: re-tune ``alpha``). Then every scalar
     parameter with ``I_f > alpha * I_D`` is multiplied by ``min(lambda_ * I_D / I_f, 1)``; buffers are untouched.
 
-    Regime: gradient-free, one statistics epoch (``trainer.max_epochs=1``) that serves both passes side by side
+    Regime: gradient-free, one statistics epoch (its epoch budget) that serves both passes side by side
     (``forget`` and ``retain+forget``, ``max_size`` mode), then one edit; no optimiser. Data: the labelled forget
     and retain sets (inputs only for :class:`LFSSD`). With ``full_importance_path`` an existing file supplies
     ``I_D`` (only the forget pass runs); a missing file is written after the pass.

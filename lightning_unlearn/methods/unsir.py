@@ -99,9 +99,10 @@ class UNSIR(MultiStageUnlearningMethod):
     (cross-entropy with a fresh Adam on the retain sample alone). The noise lives in a persistent buffer (a resumed
     run restores it, never redraws it) and is broadcast from rank 0 at the end of its stage.
 
-    Regime: multi-stage (manual optimisation; ``trainer.max_epochs = 1 + impair_epochs + repair_epochs`` and
-    ``reload_dataloaders_every_n_epochs: 1``). Data: the forget set once (only its input shape is read), then a
-    seeded labelled retain sample of ``retain_per_class`` samples per retained class (capped at the retain set).
+    Regime: multi-stage (manual optimisation; the epoch budget ``1 + impair_epochs + repair_epochs`` follows from
+    the stages: ``trainer.max_epochs`` is set from it and the loaders are rebuilt every epoch). Data: the forget set
+    once (only its input shape is read), then a seeded labelled retain sample of ``retain_per_class`` samples per
+    retained class (capped at the retain set).
 
     Scenarios: UNSIR needs whole forget classes. Under class removal the noise of each forgotten class is labelled
     with it; under sub-class removal with the coarse class of the forgotten fine class (which its siblings keep),
