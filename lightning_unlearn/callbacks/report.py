@@ -9,7 +9,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from rich.console import Console
 
-from lightning_unlearn.callbacks.base import SplitMetricsCallback
 from lightning_unlearn.callbacks.cost import UnlearningCost
 from lightning_unlearn.callbacks.forgetting import ForgettingMetrics
 from lightning_unlearn.callbacks.summary import collect_metrics, metrics_table
@@ -29,8 +28,9 @@ class UnlearningReport(Callback):
 
     Add it to a plain ``Trainer`` to get what ``lightning-unlearn fit`` gives (the command line adds it itself):
 
-    - when the trainer has no metric callback and the datamodule names its evaluation splits (every library
-      datamodule does), a :class:`ForgettingMetrics` is added (accuracy on every split,
+    - when the trainer has no :class:`ForgettingMetrics` and the datamodule names its evaluation splits (every
+      library datamodule does), one is added (accuracy on every split; it shares the evaluation pass of the other
+      metric callbacks,
       before and after unlearning); when it has no :class:`UnlearningCost`, one is added (``cost/*``);
     - at the end of ``fit``, the unlearned classifier (the method's ``model``) is saved as a raw state dict in
       ``<log_dir>/classifier.pt`` (``out_dir`` when given), which ``load_classifier`` reads; the original
@@ -77,7 +77,7 @@ class UnlearningReport(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         has_splits = datamodule is not None and hasattr(datamodule, "eval_split_names")
         configured = list(trainer.callbacks)  # type: ignore[attr-defined]
-        if has_splits and not any(isinstance(c, SplitMetricsCallback) for c in configured):
+        if has_splits and not any(isinstance(c, ForgettingMetrics) for c in configured):
             added.append(ForgettingMetrics())
         if not any(isinstance(c, UnlearningCost) for c in configured):
             added.append(UnlearningCost())
