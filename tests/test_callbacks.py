@@ -282,6 +282,7 @@ callbacks:
     assert membership.attacks["entropy"].seed == 3
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """Odd-sized splits (one of size 1, empty on rank 1): every recorded value identical for 1 and 2 processes."""
     one, two = run_on_1_and_2_processes(TESTS_DIR / "ddp_metric_script.py", tmp_path)

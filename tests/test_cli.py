@@ -6,6 +6,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,7 +102,21 @@ def tiny_config(config: Path, tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(CONFIG_ROOT).as_posix())
+def _config_params() -> list[Any]:
+    """Every shipped config; the fast suite runs one per method class (the first by name, CIFAR/SVHN-scale LAF
+    configs excepted), the others are marked ``slow`` (``.ci/run`` runs them as its second step)."""
+    seen: set[str] = set()
+    params = []
+    for path in CONFIGS:
+        method = (yaml.safe_load(path.read_text()).get("model") or {}).get("class_path", "")
+        representative = method not in seen and path.relative_to(CONFIG_ROOT).parts[0] != "laf"
+        seen |= {method} if representative else set()
+        marks = () if representative else (pytest.mark.slow,)
+        params.append(pytest.param(path, marks=marks, id=path.relative_to(CONFIG_ROOT).as_posix()))
+    return params
+
+
+@pytest.mark.parametrize("config", _config_params())
 def test_every_shipped_config_runs_through_the_cli(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))
@@ -155,6 +170,7 @@ def test_fitted_method_reloads_through_load_classifier(tmp_path, monkeypatch):
     assert len(events.Scalars("acc/forget")) == 3
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tiny_config(CONFIG_ROOT / "quickstart.yaml", tmp_path)
@@ -220,6 +236,7 @@ def test_readme_commands_match_the_project():
     assert test_command is not None and test_command.group(1) in ci
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path):
     import subprocess
     import sys
@@ -255,6 +272,7 @@ def test_console_scripts_exit_zero_after_a_successful_run(tmp_path, monkeypatch)
 _ = np  # numpy is used by the data factories
 
 
+@pytest.mark.slow
 def test_retrain_oracle_checkpoint_feeds_the_gap_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     oracle = main(["fit", "--config", str(tiny_config(CONFIG_ROOT / "retrain/mnist5k_class0.yaml", tmp_path))])

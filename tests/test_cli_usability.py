@@ -203,6 +203,7 @@ def test_python_callers_still_get_the_exceptions(tmp_path, monkeypatch):
         main_module.main(["--config", str(_config(tmp_path)), "--model.lr", "abc"], run=False)
 
 
+@pytest.mark.slow
 def test_console_script_prints_a_short_message_without_traceback(tmp_path):
     config = _config(tmp_path)
     env = {

@@ -16,6 +16,8 @@ from test_reliability import MATRIX
 
 from lightning_unlearn.main import main
 
+pytestmark = pytest.mark.slow  # two-process runs of every method: minutes
+
 SCRIPT = Path(__file__).with_name("ddp_methods_script.py")
 EDIT_STATS = (
     "ssd/selected_fraction",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from data_factories import ToyDataModule
@@ -47,6 +48,7 @@ def test_logged_hparams_hold_method_and_data_and_no_hp_metric(tmp_path):
     assert "hp_metric" not in _tags(Path(logger.log_dir))
 
 
+@pytest.mark.slow
 def test_command_line_default_logger_has_no_placeholder_hp_metric(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = {

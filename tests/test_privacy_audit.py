@@ -92,6 +92,7 @@ def test_original_audit_outputs_values_and_resume(tmp_path):
     np.testing.assert_array_equal(again.epsilon, result.epsilon)
 
 
+@pytest.mark.slow
 def test_method_audit_in_two_worker_processes(tmp_path):
     cache = tmp_path / "cache"
     config = _method_config(tmp_path, cache)

@@ -101,6 +101,7 @@ def test_user_problem_needs_an_oracle(tmp_path):
         UserProblem({}, _data_spec(), {"class_removal": CLASS0, "k16": {}}, oracle=str(tmp_path / "o.pt"))
 
 
+@pytest.mark.slow
 def test_benchmark_runs_the_presets_on_the_users_model_and_data(problem_files, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["--classifier", str(problem_files["classifier"]), "--data", str(problem_files["data"])]
@@ -131,6 +132,7 @@ def test_benchmark_refuses_half_a_problem(problem_files, capsys):
     assert "needs both --classifier FILE and --data FILE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_audit_runs_a_shipped_preset_on_the_users_model_and_data(problem_files, tmp_path):
     out = tmp_path / "audit"
     audit_main(

@@ -112,7 +112,11 @@ def _metrics(cli) -> dict[str, float]:
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(("acc/", "mia/"))}
 
 
-@pytest.mark.parametrize("name", list(MATRIX))
+#: One method per training regime runs in the fast suite; the others are marked ``slow``.
+FAST = ("RandomLabel", "SCRUB", "SSD")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else (pytest.mark.slow,)) for n in MATRIX])
 def test_deterministic_and_resumable(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "cache"))

@@ -327,6 +327,7 @@ def _fit_and_record(devices: int, ckpt: str, out: str, logdir: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path):
     ckpt = export_classifier(TinyModule(seed=3).model, tmp_path / "retrained.pt")
     one, two = run_on_1_and_2_processes(__file__, tmp_path, "--ckpt", str(ckpt))
