@@ -119,7 +119,7 @@ def _manual_loss(model, x, sigma, noises, clip):
 
 
 @pytest.mark.parametrize("clip", ["sample", "batch"])
-def test_lipschitz_loss_matches_the_spec_arithmetic(clip):
+def test_lipschitz_loss_matches_a_hand_computation(clip):
     model = tiny_model().eval()
     assert isinstance(model.normalize, Normalize)
     x = torch.rand(6, 1, 4, 4)
