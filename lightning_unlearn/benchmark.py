@@ -33,6 +33,7 @@ from rich.table import Table
 from lightning_unlearn.jobs import Job, cli_fit, default_workers, import_class, run_jobs, takes_seed
 from lightning_unlearn.presets import CONFIG_ROOT
 from lightning_unlearn.problem import UserProblem, compose, compose_oracle, load_spec, preset_scenario
+from lightning_unlearn.validation import check_integer
 
 __all__ = ["BENCHMARK_SETTINGS", "PRESETS", "SCENARIOS", "load_preset", "main", "preset_methods", "run_benchmark"]
 
@@ -197,6 +198,18 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
         },
         {"class_path": "lightning_unlearn.callbacks.UnlearningCost", "init_args": {"reference_ckpt": str(oracle)}},
     ]
+    _set_run_settings(config, spec.seed, callbacks)
+    if spec.recipe != PRESETS.name:  # the presets' settings on another embedded dataset
+        config["data"]["class_path"] = f"{recipe.datamodule.__module__}.{recipe.datamodule.__name__}"
+    return config
+
+
+def _set_run_settings(config: dict[str, Any], seed: int, callbacks: list[dict[str, Any]]) -> None:
+    """Set what every benchmark run sets in its preset (see :data:`BENCHMARK_SETTINGS`).
+
+    The seed, CPU on one device, no logger, no validation during the run (one evaluation after it) and the
+    benchmark's evaluation callbacks.
+    """
     trainer = config.setdefault("trainer", {})
     trainer.pop("logger", None)
     trainer.update(
@@ -208,12 +221,8 @@ def run_config(spec: RunSpec, oracle: Path, original_args: Mapping[str, Any]) ->
             "callbacks": callbacks,
         }
     )
-    config["seed_everything"] = spec.seed
-    data = config["data"]
-    data.setdefault("init_args", {})["shuffle_seed"] = spec.seed
-    if spec.recipe != PRESETS.name:  # the presets' settings on another embedded dataset
-        data["class_path"] = f"{recipe.datamodule.__module__}.{recipe.datamodule.__name__}"
-    return config
+    config["seed_everything"] = seed
+    config["data"].setdefault("init_args", {})["shuffle_seed"] = seed
 
 
 def _user_run_config(config: dict[str, Any], spec: RunSpec, problem: UserProblem, oracle: Path) -> dict[str, Any]:
@@ -229,30 +238,15 @@ def _user_run_config(config: dict[str, Any], spec: RunSpec, problem: UserProblem
         cost["init_args"] = {"reference_ckpt": str(oracle)}
     except (FileNotFoundError, ValueError):
         pass
-    trainer = config.setdefault("trainer", {})
-    trainer.pop("logger", None)
-    trainer.update(
+    callbacks = [
+        *_metric_callbacks(),
         {
-            "accelerator": "cpu",
-            "devices": 1,
-            "check_val_every_n_epoch": _NEVER,
-            "num_sanity_val_steps": 0,
-            "callbacks": [
-                *_metric_callbacks(),
-                {
-                    "class_path": "lightning_unlearn.callbacks.RetrainComparison",
-                    "init_args": {
-                        "reference_model": problem.classifier,
-                        "reference_ckpt": str(oracle),
-                        "log_initial": False,
-                    },
-                },
-                cost,
-            ],
-        }
-    )
-    config["seed_everything"] = spec.seed
-    config["data"]["init_args"]["shuffle_seed"] = spec.seed
+            "class_path": "lightning_unlearn.callbacks.RetrainComparison",
+            "init_args": {"reference_model": problem.classifier, "reference_ckpt": str(oracle), "log_initial": False},
+        },
+        cost,
+    ]
+    _set_run_settings(config, spec.seed, callbacks)
     return config
 
 
@@ -371,8 +365,7 @@ def run_benchmark(
     presets_arg = None if presets is None else str(presets)
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    check_integer("seeds", seeds, 1)
     out = Path(out)
     n_workers = workers if workers is not None else default_workers()
 
