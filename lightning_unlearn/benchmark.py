@@ -30,9 +30,24 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from lightning_unlearn.jobs import Job, cli_fit, default_workers, import_class, run_jobs, takes_seed
+from lightning_unlearn.jobs import (
+    Job,
+    add_ray_address_argument,
+    cli_fit,
+    default_workers,
+    import_class,
+    run_jobs,
+    takes_seed,
+)
 from lightning_unlearn.presets import CONFIG_ROOT
-from lightning_unlearn.problem import UserProblem, compose, compose_oracle, load_spec, preset_scenario
+from lightning_unlearn.problem import (
+    UserProblem,
+    add_problem_arguments,
+    compose,
+    compose_oracle,
+    load_spec,
+    preset_scenario,
+)
 from lightning_unlearn.validation import check_integer
 
 __all__ = ["BENCHMARK_SETTINGS", "PRESETS", "SCENARIOS", "load_preset", "main", "preset_methods", "run_benchmark"]
@@ -708,18 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of <scenario>/<method>.yaml presets (default: the shipped mnist5k configs)",
     )
-    parser.add_argument(
-        "--ray-address",
-        default=None,
-        help="run the jobs as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
-    )
-    own = parser.add_argument_group(
-        "your own problem",
+    add_ray_address_argument(parser, "the jobs")
+    own = add_problem_arguments(
+        parser,
         "run the presets on your classifier and data instead of the embedded dataset (method settings stay the "
         "presets'; your data's scenario, or each of --scenarios, is run)",
     )
-    own.add_argument("--classifier", default=None, help="YAML spec of the original classifier (class_path, init_args)")
-    own.add_argument("--data", default=None, help="YAML spec of the datamodule, its scenario included")
     own.add_argument("--oracle", default=None, help="weights of the retrain oracle (one scenario)")
     own.add_argument(
         "--oracle-config", default=None, help="fit config that retrains the oracle (trained once, cached in --out)"

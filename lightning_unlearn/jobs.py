@@ -103,6 +103,15 @@ def use_engine(engine: str = "local", ray_address: str | None = None) -> Iterato
         _ENGINE.update(saved)
 
 
+def add_ray_address_argument(parser: Any, what: str) -> None:
+    """Add the ``--ray-address`` option of the many-job commands (``what``: the jobs it runs, for the help)."""
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help=f"run {what} as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
+    )
+
+
 def engine_from_address(ray_address: str | None) -> contextlib.AbstractContextManager[None]:
     """The engine of a command's ``--ray-address`` (a context manager, see :func:`use_engine`).
 

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from lightning_unlearn.jobs import Job, cli_fit, default_workers, run_jobs, takes_seed
+from lightning_unlearn.jobs import Job, add_ray_address_argument, cli_fit, default_workers, run_jobs, takes_seed
 from lightning_unlearn.metrics.audit import (
     challenge_epsilon,
     challenge_score,
@@ -48,6 +48,8 @@ from lightning_unlearn.metrics.audit import (
     per_example_epsilon,
     summarize_epsilon,
 )
+from lightning_unlearn.problem import add_problem_arguments
+from lightning_unlearn.validation import check_integer
 
 __all__ = ["AuditResult", "ModelSource", "main", "run_audit"]
 
@@ -167,10 +169,10 @@ def materialise_eval_data(datamodule: Any, path: Path) -> None:
         if split not in loaders:
             continue
         xs, ys, indices = [], [], []
-        for x, y, index in loaders[split]:
-            xs.append(x)
-            ys.append(y)
-            indices.append(index)
+        for batch in loaders[split]:  # LabelledBatch
+            xs.append(batch.input)
+            ys.append(batch.target)
+            indices.append(batch.index)
         if not xs:
             continue
         index = torch.cat(indices)
@@ -238,8 +240,7 @@ def run_audit(
         raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-    if isinstance(models, bool) or not isinstance(models, int) or models < 2:
-        raise ValueError(f"models must be an integer >= 2, got {models!r}")
+    check_integer("models", models, 2)
     if subject == "method" and not configs:
         raise ValueError("subject 'method' needs the unlearning run's config (--config)")
     out = Path(out)
@@ -470,18 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="eval",
         help="BatchNorm mode of the evaluation ('train' replicates the paper)",
     )
-    parser.add_argument(
-        "--ray-address",
-        default=None,
-        help="train the models as Ray tasks on this cluster (auto, ray://host:10001; 'local' starts one here)",
-    )
-    own = parser.add_argument_group(
-        "your own problem",
-        "audit a shipped method preset on your classifier and data (with --retrain-config: how to retrain)",
+    add_ray_address_argument(parser, "the training of the models")
+    own = add_problem_arguments(
+        parser, "audit a shipped method preset on your classifier and data (with --retrain-config: how to retrain)"
     )
     own.add_argument("--method", default=None, help="shipped preset to audit, e.g. ssd (its scenario's folder)")
-    own.add_argument("--classifier", default=None, help="YAML spec of the original classifier (class_path, init_args)")
-    own.add_argument("--data", default=None, help="YAML spec of the datamodule, its scenario included")
     return parser
 
 

@@ -32,7 +32,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SCENARIO_PRESETS", "UserProblem", "compose", "compose_oracle", "load_spec", "preset_scenario"]
+__all__ = [
+    "SCENARIO_PRESETS",
+    "UserProblem",
+    "add_problem_arguments",
+    "compose",
+    "compose_oracle",
+    "load_spec",
+    "preset_scenario",
+]
 
 _DM = "lightning_unlearn.datamodules"
 
@@ -163,3 +171,13 @@ def compose_oracle(oracle_config: Mapping[str, Any], classifier: Mapping[str, An
     config = compose(oracle_config, classifier, data)
     config["data"]["init_args"]["mode"] = "retrain"
     return config
+
+
+def add_problem_arguments(parser: Any, description: str) -> Any:
+    """Add the ``--classifier`` / ``--data`` options (an argument group, returned for further options)."""
+    group = parser.add_argument_group("your own problem", description)
+    group.add_argument(
+        "--classifier", default=None, help="YAML spec of the original classifier (class_path, init_args)"
+    )
+    group.add_argument("--data", default=None, help="YAML spec of the datamodule, its scenario included")
+    return group
