@@ -192,7 +192,7 @@ def pretrained_checkpoint(
 def _accuracy(model: nn.Module, datamodule: UnlearningDataModule) -> float:
     loader = datamodule.val_dataloader()["test"]
     correct = total = 0
-    for x, y, _ in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
+    for batch in loader:  # LabelledBatch
+        correct += int((model(batch.input).argmax(1) == batch.target).sum())
+        total += len(batch.target)
     return correct / max(total, 1)

@@ -266,10 +266,10 @@ class TrialPruning(Callback):
                     if split not in loaders:
                         continue
                     correct = total = 0
-                    for x, y, *_ in loaders[split]:
-                        prediction = pl_module(x.to(pl_module.device)).argmax(1).cpu()
-                        correct += int((prediction == y).sum())
-                        total += len(y)
+                    for batch in loaders[split]:  # LabelledBatch
+                        prediction = pl_module(batch.input.to(pl_module.device)).argmax(1).cpu()
+                        correct += int((prediction == batch.target).sum())
+                        total += len(batch.target)
                     out[name] = correct / max(total, 1)
         finally:
             for module, mode in modes.items():

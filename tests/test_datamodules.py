@@ -334,12 +334,13 @@ def test_batched_fetch_equals_per_sample_fetch(labelled, with_index, transform):
 
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, tuple):
-            return type(b) is tuple and len(a) == len(b) and all(same(u, v) for u, v in zip(a, b, strict=True))
+            return type(b) is type(a) and len(a) == len(b) and all(same(u, v) for u, v in zip(a, b, strict=True))
         return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
     assert len(batched) == len(order) and all(same(a, b) for a, b in zip(batched, single, strict=True))
     collated = torch.utils.data.default_collate(batched)  # what a DataLoader makes of it
-    first = collated[0] if isinstance(collated, list) else collated
+    assert type(collated) is type(single[0])  # the named batch type survives collation
+    first = collated if isinstance(collated, torch.Tensor) else collated[0]
     assert first.shape == (len(order), 1, 4, 4)
 
 

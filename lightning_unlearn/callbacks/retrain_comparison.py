@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_unlearn.callbacks.base import SplitMetricsCallback
+from lightning_unlearn.datamodules.batches import unpack_batch
 from lightning_unlearn.metrics.accuracy import SplitAccuracy
 from lightning_unlearn.metrics.attacks import SVCConfidenceMIA
 from lightning_unlearn.metrics.distances import OutputDistance
@@ -36,7 +37,7 @@ class RetrainComparison(SplitMetricsCallback):
     :func:`~lightning_unlearn.models.export_classifier`, or a Lightning checkpoint) once, on first use, then
     moved to the module's device, put in eval mode and frozen. It is held by the callback, not the module, so it
     is not trained, not saved in checkpoints and not wrapped by DDP. At every evaluation it runs beside the
-    unlearned model on the same inputs (``batch[0]`` of each ``(x, y, index)`` batch).
+    unlearned model on the same inputs (the ``input`` of each evaluation ``LabelledBatch``).
 
     Logged names (all lower = closer to the retrained model, ideal 0):
 
@@ -198,15 +199,16 @@ class RetrainComparison(SplitMetricsCallback):
 
     @staticmethod
     def _inputs(batch: Any) -> Tensor:
-        if isinstance(batch, Tensor):
-            return batch
-        if isinstance(batch, Sequence) and not isinstance(batch, str) and len(batch) > 0:
-            if isinstance(batch[0], Tensor):
-                return batch[0]
-        raise TypeError(
-            "RetrainComparison needs evaluation batches (x, y, index) whose first element is the input tensor, got "
-            f"{type(batch).__name__}"
-        )
+        try:
+            x = unpack_batch(batch)[0]
+        except TypeError:
+            x = None
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                "RetrainComparison needs evaluation batches (a LabelledBatch, or a tuple (x, y[, index])) whose "
+                f"input is a tensor, got {type(batch).__name__}"
+            )
+        return x
 
     # ------------------------------------------------------------------ SplitMetricsCallback hooks
     def configure_splits(self, split_names: Sequence[str]) -> None:

@@ -2,7 +2,8 @@
 
 Every split is a deterministic function of (dataset, scenario, seed); datamodules yield pixels in ``[0, 1]``
 (normalisation is the classifier's first layer), dict training batches keyed by split name, and named evaluation
-loaders whose batches carry each sample's index.
+loaders whose batches carry each sample's index. Elements and batches are named tuples
+(:class:`LabelledBatch`, :class:`LabelledPair`, :class:`UnlabelledBatch`).
 """
 
 from lightning_unlearn.datamodules.base import (
@@ -12,6 +13,7 @@ from lightning_unlearn.datamodules.base import (
     SplitDataset,
     UnlearningDataModule,
 )
+from lightning_unlearn.datamodules.batches import Batch, LabelledBatch, LabelledPair, UnlabelledBatch, unpack_batch
 from lightning_unlearn.datamodules.classes import (
     CIFAR10_NAMES,
     CIFAR20_ALIASES,
@@ -74,6 +76,7 @@ __all__ = [
     "MODES",
     "PHASE_MODES",
     "TRAIN_AUGMENTS",
+    "Batch",
     "CIFAR10DataModule",
     "CIFAR20DataModule",
     "CIFAR100DataModule",
@@ -89,6 +92,8 @@ __all__ = [
     "ImageFolderDataModule",
     "Indices",
     "KInstances",
+    "LabelledBatch",
+    "LabelledPair",
     "MNIST5kDataModule",
     "MNISTDataModule",
     "NoisyLabels",
@@ -102,6 +107,7 @@ __all__ = [
     "SplitResult",
     "SubclassRemoval",
     "TorchvisionDataModule",
+    "UnlabelledBatch",
     "UnlearningDataModule",
     "ReplicatedDistributedSampler",
     "UnrepeatedDistributedSampler",
@@ -116,4 +122,5 @@ __all__ = [
     "plan_epochs",
     "positional_test_mask",
     "take",
+    "unpack_batch",
 ]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightning_unlearn.datamodules.batches import LabelledBatch, LabelledPair, UnlabelledBatch
 from lightning_unlearn.datamodules.transforms import Transform
 
 __all__ = ["RawData", "SplitDataset"]
@@ -43,8 +44,11 @@ class RawData:
 class SplitDataset(Dataset[Any]):
     """A view of some images of an in-memory image tensor.
 
-    Element ``i`` is ``(x, y)`` (labelled) or ``x`` (unlabelled), with ``i`` appended when ``with_index``: the
-    position of the sample in this split. ``x`` is float32 ``C x H x W`` in ``[0, 1]``.
+    Element ``i`` is a :class:`~lightning_unlearn.datamodules.batches.LabelledPair` ``(input, target)`` (labelled)
+    or the input tensor alone (unlabelled); with ``with_index`` it also carries ``index``, the position of the sample
+    in this split: :class:`~lightning_unlearn.datamodules.batches.LabelledBatch` ``(input, target, index)`` or
+    :class:`~lightning_unlearn.datamodules.batches.UnlabelledBatch` ``(input, index)``. The input is float32
+    ``C x H x W`` in ``[0, 1]``.
 
     Args:
         images: The whole image tensor (uint8 or float32).
@@ -87,8 +91,8 @@ class SplitDataset(Dataset[Any]):
         if self.transform is not None:
             x = self.transform(x)
         if self.labelled:
-            return (x, y, index) if self.with_index else (x, y)
-        return (x, index) if self.with_index else x
+            return LabelledBatch(x, y, index) if self.with_index else LabelledPair(x, y)
+        return UnlabelledBatch(x, index) if self.with_index else x
 
     def __getitem__(self, i: int) -> Any:
         index = torch.as_tensor(i if i >= 0 else len(self) + i, dtype=torch.long)
@@ -103,5 +107,7 @@ class SplitDataset(Dataset[Any]):
         # the same elements as _element builds, from one unbind per tensor (per-sample indexing is slow)
         xs, ys, index = x.unbind(0), y.unbind(0), idx.unbind(0)
         if self.labelled:
-            return list(zip(xs, ys, index, strict=True)) if self.with_index else list(zip(xs, ys, strict=True))
-        return list(zip(xs, index, strict=True)) if self.with_index else list(xs)
+            if self.with_index:
+                return [LabelledBatch(*e) for e in zip(xs, ys, index, strict=True)]
+            return [LabelledPair(*e) for e in zip(xs, ys, strict=True)]
+        return [UnlabelledBatch(*e) for e in zip(xs, index, strict=True)] if self.with_index else list(xs)

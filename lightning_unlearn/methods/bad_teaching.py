@@ -209,7 +209,9 @@ class BadTeaching(GradientUnlearningMethod):
         """KL toward the competent teacher on retained samples and the incompetent one on forgotten samples."""
         if self._num_forget is None:
             raise RuntimeError("BadTeaching needs an UnlearningDataModule (it reads the forget-set size)")
-        x, index = batch[_UNION]
+        x, _, index = self.split_batch(batch[_UNION])
+        if index is None:
+            raise RuntimeError("BadTeaching needs batches with sample indices (an UnlabelledBatch or LabelledBatch)")
         flag = index < self._num_forget
         with torch.no_grad():
             competent = self.competent_teacher(x)

@@ -33,8 +33,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from lightning_unlearn.compat import ddp_allow_unused_parameters, is_last_training_batch, record_optimizer_step
+from lightning_unlearn.datamodules.batches import unpack_batch
 from lightning_unlearn.datamodules.phases import Phase, phase_at, plan_epochs
 from lightning_unlearn.methods.budget import EpochBudget, apply_budget
+from lightning_unlearn.seeding import seeded_generator
 from lightning_unlearn.validation import check_choice as check_choice  # re-exported: methods import it from here
 from lightning_unlearn.validation import check_integer as check_integer
 from lightning_unlearn.validation import check_positive as check_positive
@@ -187,16 +189,17 @@ class UnlearningMethod(LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Logits of one evaluation batch ``(x, y, index)``, returned for the metric callbacks."""
+        """Logits of one evaluation batch (a ``LabelledBatch``), returned for the metric callbacks."""
         return self._eval_step(batch)
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Logits of one test batch ``(x, y, index)``, returned for the metric callbacks."""
+        """Logits of one test batch (a ``LabelledBatch``), returned for the metric callbacks."""
         return self._eval_step(batch)
 
     def _eval_step(self, batch: Any) -> dict[str, Tensor]:
-        x, y = batch[0], batch[1]
-        index = batch[2] if len(batch) > 2 else torch.arange(len(x), device=x.device)
+        x, y, index = self.labelled_batch(batch)
+        if index is None:  # a user's (x, y) batches: positions within the batch
+            index = torch.arange(len(x), device=x.device)
         return {"logits": self(x).detach(), "target": y, "index": index}
 
     # ------------------------------------------------------------------ non-finite guard
@@ -304,20 +307,18 @@ class UnlearningMethod(LightningModule):
         Identical on every rank, so random draws (labels, re-initialisations) agree under DDP.
         """
         seed = self.hparams.get("seed")
-        return torch.Generator().manual_seed(int(seed if seed is not None else 0) + offset)
+        return seeded_generator(int(seed if seed is not None else 0), offset)
 
     @staticmethod
     def split_batch(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Unpack one split's element batch into ``(x, y, index)``; missing parts are ``None``.
+        """Unpack one split's batch into ``(x, y, index)``; the parts it does not carry are ``None``.
 
-        Labelled elements are ``(x, y)`` or ``(x, y, index)``; unlabelled ones ``x`` or ``(x, index)``; the
-        datamodule's phase decides, so pass ``labelled`` knowledge via the method's plan.
+        The library's batches are named (``LabelledBatch``, ``LabelledPair``, ``UnlabelledBatch``, or the input
+        tensor alone) and read by field; the phase of the method's plan decides which one a split yields. A plain
+        tuple or list from a user's datamodule is read as ``(x, y)`` or ``(x, y, index)``; see
+        :func:`~lightning_unlearn.datamodules.batches.unpack_batch`.
         """
-        if isinstance(batch, Tensor):
-            return batch, None, None
-        if len(batch) == 3:
-            return batch[0], batch[1], batch[2]
-        return batch[0], batch[1], None
+        return unpack_batch(batch)
 
     @classmethod
     def labelled_batch(cls, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -384,8 +385,7 @@ class Stage:
     trains: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"Stage {self.name!r}: epochs must be an integer >= 0, got {self.epochs!r}")
+        check_integer(f"Stage {self.name!r}: epochs", self.epochs, 0)
 
 
 class MultiStageUnlearningMethod(UnlearningMethod):

@@ -333,8 +333,8 @@ class BoundaryShrink(_BoundaryBase):
         dataset = datamodule.split_dataset("forget", labelled=True, augment=False)
         batch_size = getattr(datamodule, "eval_batch_size", None) or getattr(datamodule, "batch_size", None) or 256
         labels = []
-        for x, y in DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=0):
-            labels.append(self.neighbors(x.to(self.device), y.to(self.device)))
+        for batch in DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=0):  # LabelledPair
+            labels.append(self.neighbors(batch.input.to(self.device), batch.target.to(self.device)))
         self.neighbor_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=self.device)
         self.neighbors_ready.fill_(True)
 

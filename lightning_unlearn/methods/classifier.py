@@ -51,7 +51,7 @@ class Classifier(GradientUnlearningMethod):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Cross-entropy on one labelled batch."""
-        x, y = batch[0], batch[1]
+        x, y, _ = self.labelled_batch(batch)
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))

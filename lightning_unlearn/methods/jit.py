@@ -177,8 +177,8 @@ class JiT(GradientUnlearningMethod):
         # Under DDP Lightning shuffles and pads the loader: read this rank's shard of global batch k instead.
         element = self._global.batch(batch_idx, self.device) if self._global is not None else batch["forget"]
         if element is None:
-            element = batch["forget"][:0] if isinstance(batch["forget"], Tensor) else batch["forget"][0][:0]
-        x = element if isinstance(element, Tensor) else element[0]
+            element = self.split_batch(batch["forget"])[0][:0]
+        x = self.split_batch(element)[0]
         self.model.train(self.model_mode == "train")
         denominator = None
         if self._global is not None and self.reduction == "mean":  # the mean over the *global* batch

@@ -29,6 +29,7 @@ from lightning_unlearn.methods.importance import (
     importance_penalty,
     normalize_importance,
 )
+from lightning_unlearn.methods.random_labels import draw_wrong_labels
 from lightning_unlearn.models.cut import detect_num_classes
 
 Variant = Literal["naive", "adv", "adv_imp"]
@@ -209,8 +210,7 @@ class L2UL(GradientUnlearningMethod):
             check_choice("target_sampling", target_sampling, PRESETS)
         if num_classes is None:
             num_classes = detect_num_classes(model)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        check_integer("num_classes", num_classes, 2)
         check_positive("reg_lambda", reg_lambda, allow_zero=True)
         check_positive("pgd_eps", pgd_eps)
         check_positive("pgd_step", pgd_step)
@@ -222,8 +222,7 @@ class L2UL(GradientUnlearningMethod):
             ("max_epochs", max_epochs, 1),
             ("seed", seed, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_integer(name, value, low)
         if (
             not isinstance(clip_range, tuple | list)
             or len(clip_range) != 2
@@ -521,8 +520,7 @@ class L2UL(GradientUnlearningMethod):
                 raise ValueError(f"relabel_targets must lie in [0, {c})")
             return goal.to(y.device)
         generator = self.method_generator(_RELABEL_SEED_OFFSET + int(self.l2ul_requests))
-        t = torch.randint(0, c - 1, y.shape, generator=generator)
-        return (t + (t >= y.cpu()).long()).to(y.device)
+        return draw_wrong_labels(y, c, generator)
 
     def _stop(self, hit_cap: bool) -> None:
         self.l2ul_done.fill_(True)
@@ -543,8 +541,8 @@ def _accuracy(model: nn.Module, dataset: Any, device: torch.device) -> tuple[int
     correct, total = 0, 0
     for start in range(0, len(dataset), _EVAL_BATCH):
         items = [dataset[i] for i in range(start, min(start + _EVAL_BATCH, len(dataset)))]
-        x = torch.stack([item[0] for item in items]).to(device)
-        y = torch.stack([item[1] for item in items]).to(device)
+        x = torch.stack([item.input for item in items]).to(device)
+        y = torch.stack([item.target for item in items]).to(device)
         correct += int((model(x).argmax(1) == y).sum())
         total += len(items)
     return correct, total

@@ -15,6 +15,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from lightning_unlearn.datamodules.batches import unpack_batch
 from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.methods.base import (
     MultiStageUnlearningMethod,
@@ -105,9 +106,7 @@ def ra_loss(e_r: Tensor, t_r: Tensor, e_f: Tensor, t_f: Tensor, temperature: flo
 # ---------------------------------------------------------------------------------------------------- method
 def _inputs(element: Any) -> Tensor:
     """The input tensor of one split batch; never touches a label."""
-    if isinstance(element, Tensor):
-        return element
-    return element[0]
+    return unpack_batch(element)[0]
 
 
 class LAF(MultiStageUnlearningMethod):

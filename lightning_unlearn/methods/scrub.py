@@ -453,10 +453,10 @@ class SCRUB(MultiStageUnlearningMethod):
         was_training = network.training
         network.eval()
         counts = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for x, y in loader:
-            pred = network(x.to(self.device)).argmax(1)
-            counts[0] += (pred != y.to(self.device)).sum()
-            counts[1] += len(y)
+        for batch in loader:  # LabelledPair
+            pred = network(batch.input.to(self.device)).argmax(1)
+            counts[0] += (pred != batch.target.to(self.device)).sum()
+            counts[1] += len(batch.target)
         network.train(was_training)
         if world_size > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")

@@ -19,7 +19,7 @@ from lightning_unlearn.datamodules.phases import Phase
 from lightning_unlearn.datamodules.samplers import global_batch_shards
 from lightning_unlearn.errors import load_error_reason
 from lightning_unlearn.hints import warn_no_effect
-from lightning_unlearn.methods.base import OnePassUnlearningMethod, Stage, check_choice, check_positive
+from lightning_unlearn.methods.base import OnePassUnlearningMethod, Stage, check_choice, check_integer, check_positive
 
 __all__ = ["LFSSD", "NO_EFFECT_FRACTION", "SSD", "GlobalBatches", "dampen_", "per_rank_batch_size"]
 
@@ -84,12 +84,12 @@ class GlobalBatches:
             return None
         positions = self.shards[k] or [0]
         items = [self.dataset[i] for i in positions]
-        batch = default_collate(items)
-        if not self.shards[k]:  # an empty shard: keep shapes and dtypes, no samples
-            batch = [t[:0] for t in batch] if isinstance(batch, list | tuple) else batch[:0]
+        batch = default_collate(items)  # keeps the dataset's named batch type
         if isinstance(batch, Tensor):
-            return batch.to(device)
-        return [t.to(device) for t in batch]
+            return (batch if self.shards[k] else batch[:0]).to(device)
+        # an empty shard keeps shapes and dtypes, with no samples
+        parts = [(t if self.shards[k] else t[:0]).to(device) for t in batch]
+        return type(batch)(*parts) if hasattr(batch, "_fields") else parts
 
 
 def dampen_(
@@ -160,10 +160,7 @@ class SSD(OnePassUnlearningMethod):
         check_positive("alpha", alpha)
         check_positive("lambda_", lambda_)
         check_choice("importance", importance, IMPORTANCE_MODES)
-        if isinstance(importance_batch_size, bool) or not isinstance(importance_batch_size, int):
-            raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
-        if importance_batch_size < 1:
-            raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
+        check_integer("importance_batch_size", importance_batch_size, 1)
         if full_importance_path is not None and (not isinstance(full_importance_path, str) or not full_importance_path):
             raise ValueError(f"full_importance_path must be a file path or None, got {full_importance_path!r}")
         super().__init__(model)
@@ -283,7 +280,7 @@ class SSD(OnePassUnlearningMethod):
                 continue
             start = time.perf_counter()
             if self.label_free:
-                x, y = (element if isinstance(element, Tensor) else element[0]), None
+                x, y = self.split_batch(element)[0], None
             else:
                 x, y, _ = self.labelled_batch(element)
             with torch.enable_grad():

@@ -295,8 +295,7 @@ class UNSIR(MultiStageUnlearningMethod):
     def stage_step(self, stage: Stage, batch: Any, batch_idx: int, optimizer: Any) -> Tensor | None:
         """Noise: record the input shape. Impair: the loader batch's share of pool steps. Repair: one CE step."""
         if stage.name == "noise":
-            x = batch["forget"]
-            x = x[0] if isinstance(x, list | tuple) else x
+            x = self.split_batch(batch["forget"])[0]
             self._input_shape = tuple(int(s) for s in x.shape[1:])
             return None
         x, y, _ = self.labelled_batch(batch["retain_sample"])
