@@ -103,6 +103,19 @@ def test_user_problem_needs_an_oracle(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_runs_the_presets_on_the_users_model_and_data(problem_files, tmp_path, capsys):
+    # the user's model is a torchvision ResNet-18 with the user's weights, as in the README (no head_name set)
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "resnet.pt")
+    resnet = {
+        "class_path": "lightning_unlearn.models.load_weights",
+        "init_args": {
+            "model": {"class_path": "torchvision.models.resnet18", "init_args": {"num_classes": 10}},
+            "ckpt_path": str(tmp_path / "resnet.pt"),
+        },
+    }
+    problem_files["classifier"].write_text(yaml.safe_dump(resnet))
     out = tmp_path / "bench"
     args = ["--classifier", str(problem_files["classifier"]), "--data", str(problem_files["data"])]
     args += ["--oracle-config", str(problem_files["oracle"]), "--methods", "ssd", "random_label"]
@@ -115,7 +128,7 @@ def test_benchmark_runs_the_presets_on_the_users_model_and_data(problem_files, t
     run = json.loads((out / "runs/random_label/class_removal/seed0/benchmark.yaml").read_text())
     preset = load_preset("random_label", "class_removal")
     assert run["model"]["init_args"]["lr"] == preset["model"]["init_args"]["lr"]
-    assert run["model"]["init_args"]["model"]["init_args"]["model"]["class_path"] == "test_byo.UserCNN"
+    assert run["model"]["init_args"]["model"]["init_args"]["model"]["class_path"] == "torchvision.models.resnet18"
     assert run["data"]["class_path"] == f"{_DM}.DatasetDataModule"
     comparison = next(c for c in run["trainer"]["callbacks"] if c["class_path"].endswith("RetrainComparison"))
     assert comparison["init_args"]["reference_ckpt"] == str(oracle)
