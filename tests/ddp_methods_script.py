@@ -42,13 +42,12 @@ def prepare(name: str, folder: Path) -> Path:
         cfg["data"]["init_args"].update(data)
         if name in OVERFIT_EDITS:
             cfg["model"]["init_args"]["retain_epochs"] = 0
-            config.write_text(yaml.safe_dump(cfg))
-            stages = cli_main(["--config", str(config)], run=False).model.active_stages()
-            cfg["trainer"]["max_epochs"] = sum(stage.epochs for stage in stages)
+            cfg["trainer"].pop("max_epochs", None)  # the method's budget (its remaining stages) sets it
         config.write_text(yaml.safe_dump(cfg))
     if name == "SalUn":  # the saliency pass reads every forget batch; one unlearning epoch after it
         cfg = yaml.safe_load(config.read_text())
-        cfg["trainer"].update(limit_train_batches=1.0, max_epochs=2)
+        cfg["trainer"]["limit_train_batches"] = 1.0
+        cfg["trainer"].pop("max_epochs", None)  # saliency + 1 epoch: the method's budget
         cfg["model"]["init_args"]["epochs"] = 1
         config.write_text(yaml.safe_dump(cfg))
     return config
