@@ -441,3 +441,49 @@ def test_yaml_config_with_user_dataset_and_model(tmp_path: Path) -> None:
     assert isinstance(cli.datamodule, DatasetDataModule) and isinstance(cli.model.model, UserCNN)
     splits = list(tmp_path.rglob("splits.json"))
     assert splits and json.loads(splits[0].read_text())["forget_indices"] == list(range(0, 40, NUM_CLASSES))
+
+
+@pytest.mark.slow  # one command-line fit per method
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_fits_a_user_cnn_and_dataset_from_yaml(name: str, tmp_path: Path) -> None:
+    from lightning_unlearn.main import main
+    from lightning_unlearn.methods.budget import declares_budget
+
+    cls = getattr(methods, name)
+    params = inspect.signature(cls.__init__).parameters
+    init_args: dict[str, Any] = {k: v for k, v in TINY.items() if k in params} | REQUIRED.get(name, {})
+    if "lr_decay_epochs" in params:
+        init_args["lr_decay_epochs"] = []
+    init_args["model"] = {"class_path": "test_byo.UserCNN"}  # nothing but the model: no head_name, no num_classes
+    trainer: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "limit_train_batches": 2,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(tmp_path),
+    }
+    if not declares_budget(cls):
+        trainer["max_epochs"] = 1  # the trainer's epochs are the budget; budget-declaring methods set their own
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": f"lightning_unlearn.methods.{name}", "init_args": init_args},
+        "data": {
+            "class_path": "lightning_unlearn.datamodules.DatasetDataModule",
+            "init_args": {
+                "train": {"class_path": "test_byo.GeneratedImages", "init_args": {"n": 40}},
+                "test": {"class_path": "test_byo.GeneratedImages", "init_args": {"n": 20, "seed": 1}},
+                "scenario": {"class_path": "lightning_unlearn.datamodules.ClassRemoval", "init_args": {"classes": [0]}},
+                "batch_size": 8,
+            },
+        },
+        "trainer": trainer,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(path)])
+    assert isinstance(cli.model, cls) and isinstance(cli.model.model, UserCNN)
+    assert cli.trainer.current_epoch == cli.trainer.max_epochs >= 1
+    assert (tmp_path / "classifier.pt").is_file()

@@ -240,6 +240,8 @@ class L2UL(GradientUnlearningMethod):
         if adv_target_classes is not None and not 2 <= adv_target_classes <= num_classes:
             raise ValueError(f"adv_target_classes must be None or in [2, {num_classes}], got {adv_target_classes!r}")
         super().__init__(model, optimizer=optimizer)
+        # the detected value, also when the command line saved the config's None as the hyperparameter
+        self.hparams["num_classes"] = num_classes
         reference = preset == "reference"
         self.variant: str = variant
         self.objective: str = objective
