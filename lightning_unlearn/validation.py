@@ -20,6 +20,7 @@ __all__ = [
     "check_integer",
     "check_integers",
     "check_positive",
+    "check_sgd",
     "is_integer",
     "is_number",
 ]
@@ -109,6 +110,19 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
         raise TypeError(f"{name} must be a finite number {bound}, got {value!r}") from None
     if not (finite and (value >= 0 if allow_zero else value > 0)):
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_sgd(momentum: float, weight_decay: float, **lrs: float) -> None:
+    """Check SGD settings: every learning rate (given by name) > 0, momentum in [0, 1), weight decay >= 0.
+
+    Raises:
+        ValueError: Naming the first setting out of range.
+    """
+    for name, lr in lrs.items():
+        check_positive(name, lr)
+    check_positive("weight_decay", weight_decay, allow_zero=True)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -133,3 +133,16 @@ def test_wrong_labels_match_the_skip_the_true_label_draw():
     labels = draw_wrong_labels(y, 7, torch.Generator().manual_seed(9))
     assert torch.equal(labels, t + (t >= y).long())
     assert bool((labels != y).all()) and int(labels.max()) <= 6
+
+
+def test_check_sgd_names_the_setting_out_of_range():
+    from lightning_unlearn.validation import check_sgd
+
+    check_sgd(0.9, 5e-4, lr=0.1, retain_lr=1e-3)
+    check_sgd(0.0, 0.0, lr=1e-5)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        check_sgd(1.0, 0.0, lr=0.1)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        check_sgd(0.9, -1.0, lr=0.1)
+    with pytest.raises(ValueError, match="retain_lr must be a finite number > 0"):
+        check_sgd(0.9, 0.0, lr=0.1, retain_lr=0.0)

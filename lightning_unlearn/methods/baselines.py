@@ -20,7 +20,7 @@ from lightning_unlearn.methods.base import (
 )
 from lightning_unlearn.methods.random_labels import draw_label_offsets as draw_label_offsets  # re-exported
 from lightning_unlearn.models.cut import detect_num_classes
-from lightning_unlearn.validation import is_integer
+from lightning_unlearn.validation import check_sgd, is_integer
 
 
 class _SGDDefaults(GradientUnlearningMethod):
@@ -46,13 +46,6 @@ class _SGDDefaults(GradientUnlearningMethod):
         retain_loss = F.cross_entropy(self(x), y)
         self.log(f"{prefix}/retain_loss", retain_loss, on_step=True, on_epoch=True, batch_size=len(x))
         return weight * retain_loss
-
-    @staticmethod
-    def _check_sgd(lr: float, momentum: float, weight_decay: float) -> None:
-        check_positive("lr", lr)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
 
 
 class Finetune(_SGDDefaults):
@@ -86,7 +79,7 @@ class Finetune(_SGDDefaults):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        self._check_sgd(lr, momentum, weight_decay)
+        check_sgd(momentum, weight_decay, lr=lr)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -137,7 +130,7 @@ class GradientAscent(_SGDDefaults):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        self._check_sgd(lr, momentum, weight_decay)
+        check_sgd(momentum, weight_decay, lr=lr)
         check_positive("forget_weight", forget_weight)
         check_positive("retain_weight", retain_weight, allow_zero=True)
         if forget_loss_ceiling is not None:
@@ -206,7 +199,7 @@ class RandomLabel(_SGDDefaults):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        self._check_sgd(lr, momentum, weight_decay)
+        check_sgd(momentum, weight_decay, lr=lr)
         check_positive("forget_weight", forget_weight)
         check_positive("retain_weight", retain_weight, allow_zero=True)
         check_integer("seed", seed)

@@ -36,6 +36,7 @@ from lightning_unlearn.methods.base import (
 )
 from lightning_unlearn.models.cut import final_linear
 from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import check_sgd
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -217,10 +218,7 @@ class _BoundaryBase(GradientUnlearningMethod):
         lr_scheduler: LRSchedulerCallable | None,
     ) -> None:
         check_integer("epochs", epochs, 1)
-        check_positive("lr", lr)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        check_sgd(momentum, weight_decay, lr=lr)
         check_choice("preset", preset, PRESETS)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
 

@@ -18,6 +18,7 @@ from lightning_unlearn.methods.base import (
     check_integer,
     check_positive,
 )
+from lightning_unlearn.validation import check_sgd
 
 ALL_OFF: tuple[str, ...] = ("zero", "constant")
 SCOPES: tuple[str, ...] = ("all", "weights")
@@ -97,10 +98,7 @@ class L1Sparse(GradientUnlearningMethod):
             raise ValueError(f"no_l1_epochs must be <= epochs ({epochs}), got {no_l1_epochs!r}")
         check_choice("l1_all_off", l1_all_off, ALL_OFF)
         check_choice("l1_scope", l1_scope, SCOPES)
-        check_positive("lr", lr)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        check_sgd(momentum, weight_decay, lr=lr)
         super().__init__(model, optimizer=optimizer, lr_scheduler=lr_scheduler)
 
     def default_optimizer(self, params: Iterable[nn.Parameter]) -> Optimizer:

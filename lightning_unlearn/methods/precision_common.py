@@ -32,12 +32,11 @@ from lightning_unlearn.methods.base import (
     OptimizerCallable,
     Stage,
     check_choice,
-    check_positive,
 )
 from lightning_unlearn.methods.random_labels import draw_label_offsets
 from lightning_unlearn.models.cut import detect_num_classes, resolve_head_name
 from lightning_unlearn.seeding import seeded_generator
-from lightning_unlearn.validation import check_integer
+from lightning_unlearn.validation import check_integer, check_sgd
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -182,11 +181,7 @@ def _check_epochs(name: str, value: int) -> None:
 
 def _check_common(preset: str, momentum: float, weight_decay: float, **lrs: float) -> None:
     check_choice("preset", preset, PRESETS)
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    check_positive("weight_decay", weight_decay, allow_zero=True)
-    for name, lr in lrs.items():
-        check_positive(name, lr)
+    check_sgd(momentum, weight_decay, **lrs)
 
 
 def _num_classes(model: nn.Module, head_name: str | None = None) -> int:
