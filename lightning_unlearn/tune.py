@@ -49,7 +49,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lightning_unlearn.jobs import Job, JobError, cli_fit, import_class, run_jobs, takes_seed
+from lightning_unlearn.jobs import Job, JobError, add_ray_address_argument, cli_fit, import_class, run_jobs, takes_seed
 from lightning_unlearn.search_spaces import MethodSpace, default_space, load_space, parse_space
 from lightning_unlearn.validation import check_fraction
 
@@ -887,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<out>/study.db)")
     parser.add_argument("--study-name", default=None, help="study name in the storage (default tune)")
     parser.add_argument("--n-jobs", type=int, default=1, help="trials in parallel (default 1)")
-    parser.add_argument("--ray-address", default=None, help="run trials as Ray tasks (auto, ray://host:10001, local)")
+    add_ray_address_argument(parser, "the trials")
     parser.add_argument("--no-pruning", action="store_true", help="never stop a trial early")
     return parser
 

@@ -338,9 +338,9 @@ def method_names() -> list[str]:
     return names
 
 
-def build(name: str, model: nn.Module) -> UnlearningMethod:
-    cls = getattr(methods, name)
-    params = inspect.signature(cls.__init__).parameters
+def tiny_arguments(name: str) -> dict[str, Any]:
+    """The method's required non-architecture arguments and tiny budgets: all a user would have to give."""
+    params = inspect.signature(getattr(methods, name).__init__).parameters
     required = [
         p
         for p, v in params.items()
@@ -352,8 +352,12 @@ def build(name: str, model: nn.Module) -> UnlearningMethod:
     assert not missing, f"{name} has required arguments {missing}: add them to REQUIRED in tests/test_byo.py"
     kwargs = {k: v for k, v in TINY.items() if k in params} | REQUIRED.get(name, {})
     if "lr_decay_epochs" in params:
-        kwargs["lr_decay_epochs"] = ()
-    return cls(model, **kwargs)
+        kwargs["lr_decay_epochs"] = []
+    return kwargs
+
+
+def build(name: str, model: nn.Module) -> UnlearningMethod:
+    return getattr(methods, name)(model, **tiny_arguments(name))
 
 
 def fit_end_to_end(method: UnlearningMethod, data: DatasetDataModule, tmp_path: Path) -> None:
@@ -450,10 +454,7 @@ def test_every_method_fits_a_user_cnn_and_dataset_from_yaml(name: str, tmp_path:
     from lightning_unlearn.methods.budget import declares_budget
 
     cls = getattr(methods, name)
-    params = inspect.signature(cls.__init__).parameters
-    init_args: dict[str, Any] = {k: v for k, v in TINY.items() if k in params} | REQUIRED.get(name, {})
-    if "lr_decay_epochs" in params:
-        init_args["lr_decay_epochs"] = []
+    init_args = tiny_arguments(name)
     init_args["model"] = {"class_path": "test_byo.UserCNN"}  # nothing but the model: no head_name, no num_classes
     trainer: dict[str, Any] = {
         "accelerator": "cpu",

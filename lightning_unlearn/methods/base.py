@@ -466,12 +466,23 @@ class MultiStageUnlearningMethod(UnlearningMethod):
             raise ValueError(f"{type(self).__name__} declares no stage with epochs > 0")
         return self._stage_phases()
 
+    def shares_optimizer(self) -> bool:
+        """Whether every training stage steps one optimiser (its state carried across stages).
+
+        The default is one optimiser per training stage; methods whose passes alternate over one student (SCRUB's
+        max and min passes, SalUn's sequential schedule) return ``True``, and :meth:`configure_stage_optimizer`
+        is then called once, with the first training stage.
+        """
+        return False
+
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        """One optimiser per training stage, in stage order (statistics stages have none)."""
-        optimizers = []
+        """One optimiser per training stage, in stage order (statistics stages have none), or one shared."""
+        optimizers: list[Optimizer] = []
         for stage in self.active_stages():
             if not stage.trains:
                 continue
+            if optimizers and self.shares_optimizer():
+                break
             optimizer = self.configure_stage_optimizer(stage)
             if optimizer is None:
                 name = type(self).__name__
@@ -483,7 +494,7 @@ class MultiStageUnlearningMethod(UnlearningMethod):
         stages = self.active_stages()
         if not stages[index].trains:
             return None
-        position = sum(1 for s in stages[:index] if s.trains)
+        position = 0 if self.shares_optimizer() else sum(1 for s in stages[:index] if s.trains)
         optimizers = self.optimizers()
         if not isinstance(optimizers, list):
             optimizers = [optimizers]

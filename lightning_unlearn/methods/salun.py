@@ -24,6 +24,7 @@ from lightning_unlearn.methods.baselines import draw_label_offsets
 from lightning_unlearn.methods.saliency import SELECTIONS, SaliencyMask, forget_gradient_sum, saliency_mask
 from lightning_unlearn.models.cut import detect_num_classes
 from lightning_unlearn.seeding import seeded_generator
+from lightning_unlearn.validation import check_sgd
 
 SCHEDULES: tuple[str, ...] = ("alternate", "joint", "sequential")
 RANDOM_LABELS: tuple[str, ...] = ("other", "uniform")
@@ -128,10 +129,7 @@ class SalUn(MultiStageUnlearningMethod):
         if not 0.0 < mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio!r}")
         check_integer("epochs", epochs, 1)
-        check_positive("lr", lr)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        check_sgd(momentum, weight_decay, lr=lr)
         check_choice("preset", preset, PRESETS)
         if schedule is not None:
             check_choice("schedule", schedule, SCHEDULES)
@@ -266,17 +264,9 @@ class SalUn(MultiStageUnlearningMethod):
         params = [p for p in self.model.parameters() if p.requires_grad]
         return self._make_optimizer(params)
 
-    def configure_optimizers(self) -> Any:
-        """One optimiser per training stage; under ``"sequential"`` one optimiser for every pass (the authors')."""
-        if self.schedule != "sequential":
-            return super().configure_optimizers()
-        return self.configure_stage_optimizer(self.active_stages()[-1])
-
-    def _stage_optimizer(self, index: int) -> Any:
-        """Under ``"sequential"`` every pass steps the one shared optimiser."""
-        if self.schedule != "sequential":
-            return super()._stage_optimizer(index)
-        return None if not self.active_stages()[index].trains else self.optimizers()
+    def shares_optimizer(self) -> bool:
+        """Under ``"sequential"`` every pass steps one optimiser, as in the authors' code."""
+        return self.schedule == "sequential"
 
     # ------------------------------------------------------------------ helpers
     def _make_optimizer(self, params: Iterable[nn.Parameter]) -> Optimizer:

@@ -14,7 +14,6 @@ from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -30,6 +29,7 @@ from lightning_unlearn.methods.base import (
     check_integer,
     check_positive,
 )
+from lightning_unlearn.validation import check_sgd
 
 Preset = Literal["corrected", "reference"]
 PRESETS: tuple[str, ...] = ("corrected", "reference")
@@ -232,10 +232,7 @@ class SCRUB(MultiStageUnlearningMethod):
         check_positive("alpha", alpha, allow_zero=True)
         check_positive("gamma", gamma, allow_zero=True)
         check_choice("optim", optim, OPTIMS)
-        check_positive("lr", lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        check_positive("weight_decay", weight_decay, allow_zero=True)
+        check_sgd(momentum, weight_decay, lr=lr)
         if isinstance(lr_decay_epochs, str | bytes) or not isinstance(lr_decay_epochs, Sequence):
             raise ValueError(f"lr_decay_epochs must be a sequence of integers >= 0, got {lr_decay_epochs!r}")
         for d in lr_decay_epochs:
@@ -383,7 +380,11 @@ class SCRUB(MultiStageUnlearningMethod):
         self._rewind_selected = None if selected < 0 else selected
 
     # ------------------------------------------------------------------ optimiser
-    def configure_optimizers(self) -> OptimizerLRScheduler:
+    def shares_optimizer(self) -> bool:
+        """Every pass steps the one optimiser of the student (its momentum carries across passes)."""
+        return True
+
+    def configure_stage_optimizer(self, stage: Stage) -> Optimizer | None:
         """One optimiser over the student's trainable parameters, shared by every pass."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         h = self.hparams
@@ -397,10 +398,6 @@ class SCRUB(MultiStageUnlearningMethod):
         for group in optimizer.param_groups:
             group.setdefault("scrub_lr0", group["lr"])
         return optimizer
-
-    def _stage_optimizer(self, index: int) -> Any:
-        """Every stage steps the one shared optimiser."""
-        return self.optimizers()
 
     # ------------------------------------------------------------------ helpers
     def _log_step(self, name: str, value: Tensor, batch_size: int) -> None:
